@@ -1,0 +1,13 @@
+"""Score distillation in pure PyTorch: schedules, losses and the optimization loop.
+
+The model is seen only through ``Denoiser``; nothing here imports ComfyUI.
+"""
+from .denoiser import Denoiser
+from .losses import WEIGHTINGS, Evaluation, ScoreDistillation, sds_direction, target_loss
+from .optimize import LR_SCHEDULES, OPTIMIZERS, History, Settings, item_generators, optimize
+from .timesteps import T_SCHEDULES
+
+__all__ = [
+    "Denoiser", "Evaluation", "History", "LR_SCHEDULES", "OPTIMIZERS", "ScoreDistillation", "Settings",
+    "T_SCHEDULES", "WEIGHTINGS", "item_generators", "optimize", "sds_direction", "target_loss",
+]

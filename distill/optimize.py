@@ -1,0 +1,100 @@
+"""The optimization loop: Adam on the latents, driven by a score-distillation gradient."""
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .denoiser import Denoiser
+from .losses import target_loss
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class Loss(Protocol):
+    def gradient(
+        self, denoiser: Denoiser, x: Tensor, progress: float, generators: list[torch.Generator]
+    ) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Optimizer settings; betas (0.9, 0.99) and eps 1e-15 follow threestudio's score-distillation runs."""
+
+    steps: int = 500
+    lr: float = 0.1
+    optimizer: str = "adamw"
+    lr_schedule: str = "cosine"
+    l2_to_init: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}.")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
+        if self.l2_to_init < 0:
+            raise ValueError(f"l2_to_init must be ≥ 0, got {self.l2_to_init}.")
+
+
+@dataclass
+class History:
+    """Per step: the loss proxy ½‖g‖²/B (a gradient-size measure, not convergence) and mean ‖g‖ per item."""
+
+    loss: list[float]
+    grad_norm: list[float]
+
+
+StepCallback = Callable[[int, Tensor], None]
+"""Called after every step with (step index, current latents); raising from it stops the run."""
+
+
+def item_generators(seed: int, batch: int) -> list[torch.Generator]:
+    """Independent CPU generators, one per batch item, derived from one seed (numpy's SeedSequence)."""
+    states = [s.generate_state(1, np.uint64)[0] for s in np.random.SeedSequence(seed).spawn(batch)]
+    return [torch.Generator().manual_seed(int(s)) for s in states]
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(
+            f"{name} contains NaN or infinite values; recreate it (e.g. Empty Latent Image or VAE Encode) "
+            "or fix the node that produced it."
+        )
+
+
+def optimize(
+    latent: Tensor, loss: Loss, denoiser: Denoiser, settings: Settings, on_step: StepCallback | None = None
+) -> tuple[Tensor, History]:
+    """Minimize the distillation loss over a batch of latents [B, ...] in model space; returns them detached."""
+    check_finite("latent", latent)
+    generators = item_generators(settings.seed, latent.shape[0])
+    history = History([], [])
+    with torch.inference_mode(False), torch.enable_grad():
+        init = latent.detach().clone().float()
+        x = init.clone().requires_grad_(True)
+        opt = OPTIMIZERS[settings.optimizer]([x], lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
+        for step in range(settings.steps):
+            progress = step / max(settings.steps - 1, 1)
+            if settings.lr_schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
+            g = loss.gradient(denoiser, x, progress, generators)
+            objective = target_loss(x, g)
+            if settings.l2_to_init > 0:
+                objective = objective + settings.l2_to_init * 0.5 * (x - init).pow(2).sum() / x.shape[0]
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            opt.step()
+            history.loss.append(0.5 * g.pow(2).sum().item() / x.shape[0])
+            history.grad_norm.append(g.flatten(1).norm(dim=1).mean().item())
+            if on_step is not None:
+                on_step(step, x.detach())
+    return x.detach(), history

@@ -1,0 +1,67 @@
+"""The "Optimize Latent" node: runs a DISTILL_LOSS on a latent batch."""
+import comfy.model_management
+import latent_preview
+from comfy_api.latest import io
+
+from ..distill import LR_SCHEDULES, OPTIMIZERS, Settings, optimize
+from .evaluation import check_latent_fits, run_with_model
+from .plot import history_image
+from .types import CATEGORY, DistillLoss, DistillLossType
+
+
+class OptimizeLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DistillOptimizeLatent",
+            display_name="Optimize Latent",
+            category=CATEGORY,
+            description="Optimizes a latent batch with a score-distillation loss instead of sampling it. "
+                        "Each batch item gets its own noise stream; the same seed gives the same result.",
+            inputs=[
+                io.Latent.Input("latent", tooltip="The starting latent (Empty Latent Image, or VAE Encode of an "
+                                                  "image to edit). Its channels must match the loss's model."),
+                DistillLossType.Input("loss", tooltip="The loss to minimize: SDS Loss or another node of this pack."),
+                io.Int.Input("steps", default=500, min=1, max=10000,
+                             tooltip="Optimization steps; each costs one batched model evaluation."),
+                io.Float.Input("learning_rate", default=0.1, min=0.0001, max=10.0, step=0.001,
+                               tooltip="Adam step size in latent units (0.01–0.1 is usual for latents)."),
+                io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="adamw",
+                               tooltip="Adam or AdamW (weight decay 0.01), betas (0.9, 0.99), eps 1e-15."),
+                io.Combo.Input("lr_schedule", options=list(LR_SCHEDULES), default="cosine",
+                               tooltip="'cosine' decays the learning rate to 0 over the run; 'constant' keeps it."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seeds the timesteps and noise; the same seed and inputs give the same latent."),
+                io.Float.Input("l2_to_init", default=0.0, min=0.0, max=1000.0, step=0.01,
+                               tooltip="Weight of a ½‖x − x_start‖² pull back to the starting latent; "
+                                       "use it for editing (0 = off)."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent"),
+                     io.Image.Output(display_name="loss_plot",
+                                     tooltip="Loss proxy ½‖g‖²/B and gradient norm per step (log scale).")],
+        )
+
+    @classmethod
+    def execute(cls, latent, loss: DistillLoss, steps, learning_rate, optimizer, lr_schedule, seed,
+                l2_to_init) -> io.NodeOutput:
+        samples = latent["samples"]
+        check_latent_fits(loss.model, samples)
+        settings = Settings(steps=steps, lr=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
+                            l2_to_init=l2_to_init, seed=seed)
+        preview = latent_preview.prepare_callback(loss.model, steps)
+
+        def on_step(step, x):
+            preview(step, x, x, steps)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        histories = []
+
+        def run(denoiser, x):
+            out, history = optimize(x, loss.loss, denoiser, settings, on_step)
+            histories.append(history)
+            return out
+
+        out = run_with_model(loss.model, loss.conds, samples, seed, run)
+        result = {k: v for k, v in latent.items() if k != "noise_mask"}
+        result["samples"] = out.to(comfy.model_management.intermediate_device())
+        return io.NodeOutput(result, history_image(histories[0]))

@@ -1,0 +1,68 @@
+"""The "SDS Loss" node: DreamFusion score distillation with a loaded model."""
+from comfy_api.latest import io
+
+from ..distill import T_SCHEDULES, WEIGHTINGS, ScoreDistillation
+from .types import CATEGORY, DistillLoss, DistillLossType
+
+
+def timestep_inputs() -> list:
+    """t range, schedule and weighting inputs, shared by every score-distillation loss node."""
+    return [
+        io.Combo.Input("weighting", options=list(WEIGHTINGS), default="sds",
+                       tooltip="w(t): 'sds' = 1 − ᾱ_t (DreamFusion), 'uniform' = 1, "
+                               "'fantasia3d' = √ᾱ_t·(1 − ᾱ_t)."),
+        io.Float.Input("t_min", default=0.02, min=0.0, max=1.0, step=0.01,
+                       tooltip="Smallest noise level, as a fraction of the model's noise schedule "
+                               "(0 = least noise, 1 = most; 0.02 ≈ timestep 20 of 1000). Works the same "
+                               "for EPS, v-prediction and flow models."),
+        io.Float.Input("t_max", default=0.98, min=0.0, max=1.0, step=0.01,
+                       tooltip="Largest noise level, as a fraction of the model's noise schedule; must be "
+                               "above t_min."),
+        io.Combo.Input("t_schedule", options=list(T_SCHEDULES), default="uniform",
+                       tooltip="'uniform': t drawn in [t_min, t_max] every step (DreamFusion); "
+                               "'linear_anneal': t falls linearly from t_max to t_min over the run (SDI); "
+                               "'sqrt_anneal': falls with √progress, fast at first (HiFA)."),
+        io.Float.Input("grad_clip", default=0.0, min=0.0, max=100.0, step=0.01,
+                       tooltip="Clip every gradient element to ±this value; 0 turns clipping off."),
+    ]
+
+
+def check_timesteps(t_min: float, t_max: float) -> bool | str:
+    if t_min >= t_max:
+        return f"t_min ({t_min}) must be below t_max ({t_max}): they bound the noise levels the loss samples."
+    return True
+
+
+class SDSLoss(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DistillSDSLoss",
+            display_name="SDS Loss",
+            category=CATEGORY,
+            description="Score Distillation Sampling (DreamFusion): pulls a latent towards what the model "
+                        "would denoise it to under the prompt. Connect to Optimize Latent.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model used as the prior, with its LoRAs and "
+                                                "patches applied."),
+                io.Conditioning.Input("positive", tooltip="What the result should show (CLIP Text Encode); "
+                                                          "ControlNets applied to it take effect."),
+                io.Conditioning.Input("negative", tooltip="The unconditional branch of CFG: usually an empty "
+                                                          "prompt, or a negative prompt."),
+                io.Float.Input("cfg", default=100.0, min=1.0, max=200.0, step=0.5, round=0.01,
+                               tooltip="Guidance scale in the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). SDS needs "
+                                       "it high: DreamFusion uses 100. At 1 the negative branch is skipped."),
+                *timestep_inputs(),
+            ],
+            outputs=[DistillLossType.Output(display_name="loss")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, t_min: float, t_max: float, **_) -> bool | str:
+        return check_timesteps(t_min, t_max)
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, weighting, t_min, t_max, t_schedule, grad_clip) -> io.NodeOutput:
+        loss = ScoreDistillation(cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max,
+                                 t_schedule=t_schedule, grad_clip=grad_clip)
+        return io.NodeOutput(DistillLoss(model, {"positive": positive, "negative": negative}, loss))

@@ -1,0 +1,65 @@
+"""A denoiser known in closed form: Gaussian latents with a power-law spectrum.
+
+Each conditioning branch is a Gaussian N(μ_branch, C) whose covariance C is diagonal in the orthonormal
+2-D Fourier basis with eigenvalues λ_k = (1 + |k|·n)^(−α). The exact x0-prediction (MMSE) at
+x_σ = a·x + b·ε is the per-frequency Wiener filter x̂0 = μ + λ/(λ + s²)·(x_σ/a − μ), s = b/a.
+"""
+import torch
+from torch import Tensor
+
+from distill.schedule import flow_coefficients, ve_coefficients
+
+
+def sd15_sigmas() -> Tensor:
+    """SD1.x's discrete σ table: scaled-linear β, ᾱ = Π(1 − β), σ = √((1 − ᾱ)/ᾱ)."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)
+    return ((1 - abar) / abar).sqrt().float()
+
+
+def sd3_sigmas(shift: float = 3.0) -> Tensor:
+    """SD3's flow σ table: σ = shift·t/(1 + (shift − 1)·t), t = 1/1000 … 1."""
+    t = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
+def power_spectrum(shape: tuple[int, ...], alpha: float = 2.0) -> Tensor:
+    c, h, w = shape
+    k = torch.sqrt(torch.fft.fftfreq(h)[:, None] ** 2 + torch.fft.fftfreq(w)[None, :] ** 2)
+    return ((1 + k * max(h, w)) ** -alpha).expand(c, h, w).clone()
+
+
+def fourier_filter(x: Tensor, gain: Tensor) -> Tensor:
+    return torch.fft.ifft2(gain * torch.fft.fft2(x, norm="ortho"), norm="ortho").real
+
+
+class GaussianDenoiser:
+    """Implements distill.Denoiser exactly for the prior above; counts its evaluations."""
+
+    def __init__(self, shape=(4, 16, 16), alpha=2.0, means: dict[str, Tensor] | None = None, flow=False):
+        self.spectrum = power_spectrum(shape, alpha)
+        self.means = means if means is not None else {"positive": torch.zeros(shape), "negative": torch.zeros(shape)}
+        self.flow = flow
+        self.sigmas = sd3_sigmas() if flow else sd15_sigmas()
+        self.calls: list[tuple[int, tuple[str, ...]]] = []
+
+    def coefficients(self, sigma):
+        return flow_coefficients(sigma) if self.flow else ve_coefficients(sigma)
+
+    def sample(self, n: int, branch: str = "positive", generator: torch.Generator | None = None) -> Tensor:
+        white = torch.randn((n, *self.spectrum.shape), generator=generator)
+        return self.means[branch] + fourier_filter(white, self.spectrum.sqrt())
+
+    def x0(self, x_noisy: Tensor, sigma: Tensor, branch: str) -> Tensor:
+        a, b = (c.view(-1, 1, 1, 1) for c in self.coefficients(sigma))
+        s2 = (b / a) ** 2
+        mu = self.means[branch]
+        return mu + fourier_filter(x_noisy / a - mu, self.spectrum / (self.spectrum + s2))
+
+    def __call__(self, x_noisy, sigma, cfg, extra=()):
+        names = ["positive"] + (["negative"] if cfg != 1 or "negative" in extra else [])
+        names += [n for n in extra if n not in names]
+        self.calls.append((x_noisy.shape[0] * len(names), tuple(names)))
+        out = {n: self.x0(x_noisy, sigma, n) for n in names}
+        out["cfg"] = out["positive"] if "negative" not in out else out["negative"] + cfg * (out["positive"] - out["negative"])
+        return out

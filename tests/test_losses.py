@@ -1,0 +1,120 @@
+"""SDS on the analytic Gaussian prior: the pack's gradient against closed forms."""
+import pytest
+import torch
+
+from analytic import GaussianDenoiser, fourier_filter
+from distill import ScoreDistillation, item_generators, target_loss
+from distill.schedule import sigma_at
+
+SHAPE = (4, 16, 16)
+
+
+def class_means(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"positive": torch.randn(SHAPE, generator=g), "negative": torch.zeros(SHAPE)}
+
+
+def copies(generators):
+    out = []
+    for g in generators:
+        h = torch.Generator()
+        h.set_state(g.get_state())
+        out.append(h)
+    return out
+
+
+def draws(loss, generators, shape):
+    """The t and ε the loss draws from these generators: t ~ U[t_min, t_max], then ε, per item."""
+    ts, eps = [], []
+    for g in generators:
+        ts.append(loss.t_min + (loss.t_max - loss.t_min) * torch.rand((), generator=g, dtype=torch.float64))
+        eps.append(torch.randn(shape[1:], generator=g))
+    return torch.stack(ts), torch.stack(eps)
+
+
+def closed_form_eps(den, x, eps, sigma_eff, branch):
+    """ε̂ of the Wiener denoiser in the VE view: per frequency σ/(λ + σ²)·(x + σε − μ)."""
+    s = sigma_eff.view(-1, 1, 1, 1)
+    return fourier_filter(x + s * eps - den.means[branch], s / (den.spectrum + s**2))
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
+@pytest.mark.parametrize("cfg", [1.0, 7.5, 100.0])
+def test_sds_gradient_equals_closed_form(flow, cfg):
+    den = GaussianDenoiser(SHAPE, means=class_means(), flow=flow)
+    x = den.sample(3, "positive", torch.Generator().manual_seed(2)) * 0.5
+    loss = ScoreDistillation(cfg=cfg, weighting="sds")
+    gens = item_generators(7, 3)
+    t, eps = draws(loss, copies(gens), x.shape)
+    g = loss.gradient(den, x, 0.0, gens)
+
+    sigma = sigma_at(den.sigmas, t).float()
+    if flow:  # (1 − σ)x + σε = (1 − σ)(x + σ/(1 − σ)·ε): the VE level σ/(1 − σ) with the same ε
+        sigma_eff = sigma / (1 - sigma)
+    else:
+        sigma_eff = sigma
+    e_c = closed_form_eps(den, x, eps, sigma_eff, "positive")
+    e_u = closed_form_eps(den, x, eps, sigma_eff, "negative")
+    w = (sigma_eff**2 / (1 + sigma_eff**2)).view(-1, 1, 1, 1)
+    expected = w * (e_u + cfg * (e_c - e_u) - eps)
+    assert torch.allclose(g, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+
+
+def test_weighting_ratios_are_one_minus_alpha_bar_and_fantasia3d():
+    den = GaussianDenoiser(SHAPE, means=class_means())
+    x = den.sample(4, "positive", torch.Generator().manual_seed(3))
+    grads = {w: ScoreDistillation(cfg=7.5, weighting=w).gradient(den, x, 0.0, item_generators(5, 4))
+             for w in ("sds", "uniform", "fantasia3d")}
+    t, _ = draws(ScoreDistillation(), item_generators(5, 4), x.shape)
+    abar = (1 / (1 + sigma_at(den.sigmas, t) ** 2)).float().view(-1, 1, 1, 1)
+    assert torch.allclose(grads["sds"], (1 - abar) * grads["uniform"], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(grads["fantasia3d"], abar.sqrt() * (1 - abar) * grads["uniform"], rtol=1e-5, atol=1e-6)
+
+
+def test_cfg_one_evaluates_only_the_positive_branch():
+    den = GaussianDenoiser(SHAPE, means=class_means())
+    x = torch.zeros(2, *SHAPE)
+    ScoreDistillation(cfg=1.0).gradient(den, x, 0.0, item_generators(0, 2))
+    ScoreDistillation(cfg=7.5).gradient(den, x, 0.0, item_generators(0, 2))
+    assert den.calls == [(2, ("positive",)), (4, ("positive", "negative"))]
+
+
+def test_timesteps_stay_in_range():
+    den = GaussianDenoiser(SHAPE)
+    loss = ScoreDistillation(t_min=0.3, t_max=0.6)
+    t, _ = draws(loss, item_generators(0, 512), (512, *SHAPE))
+    assert 0.3 <= t.min() and t.max() <= 0.6
+    assert t.max() - t.min() > 0.29  # the whole range is used
+    sigma = sigma_at(den.sigmas, t)
+    assert den.sigmas[299] <= sigma.min() and sigma.max() <= den.sigmas[600]
+
+
+def test_gradient_is_cleaned_and_clipped():
+    class Broken(GaussianDenoiser):
+        def __call__(self, x_noisy, sigma, cfg, extra=()):
+            out = super().__call__(x_noisy, sigma, cfg, extra)
+            out["cfg"][0, 0, 0, 0] = float("nan")
+            out["cfg"][0, 0, 0, 1] = float("inf")
+            return out
+
+    den = Broken(SHAPE, means=class_means())
+    g = ScoreDistillation(cfg=100.0, grad_clip=0.5).gradient(den, torch.zeros(1, *SHAPE), 0.0, item_generators(0, 1))
+    assert torch.isfinite(g).all()
+    assert g.abs().max() <= 0.5
+    assert g[0, 0, 0, :2].tolist() == [0.0, 0.0]
+
+
+def test_target_trick_delivers_g_over_batch():
+    x = torch.randn(3, *SHAPE, requires_grad=True)
+    g = torch.randn(3, *SHAPE)
+    loss = target_loss(x, g)
+    loss.backward()
+    # x − (x − g) rounds at float32 precision of |x| + |g|, about 1e-6 here
+    assert torch.allclose(x.grad, g / 3, atol=1e-6)
+    assert loss.item() == pytest.approx(0.5 * g.pow(2).sum().item() / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize("t_min,t_max", [(0.5, 0.5), (0.7, 0.2), (-0.1, 0.5), (0.2, 1.5)])
+def test_bad_timestep_range_names_the_inputs(t_min, t_max):
+    with pytest.raises(ValueError, match="t_min .* t_max"):
+        ScoreDistillation(t_min=t_min, t_max=t_max)
