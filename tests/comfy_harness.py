@@ -1,0 +1,198 @@
+"""A real ComfyUI in this process, the pack loaded from custom_nodes, and tiny random models.
+
+ComfyUI is found through COMFYUI_PATH, else the pack's grandparent folder when the pack sits in
+ComfyUI/custom_nodes/, else ~/comfy/ComfyUI (comfy-cli's default).
+"""
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+PACK_NAME = "score_distillation"
+
+
+def find_comfyui() -> Path | None:
+    candidates = []
+    if os.environ.get("COMFYUI_PATH"):
+        candidates.append(Path(os.environ["COMFYUI_PATH"]))
+    if PACK_ROOT.parent.name == "custom_nodes":
+        candidates.append(PACK_ROOT.parent.parent)
+    candidates.append(Path.home() / "comfy" / "ComfyUI")
+    for c in candidates:
+        if (c / "main.py").is_file() and (c / "comfy" / "samplers.py").is_file():
+            return c.resolve()
+    return None
+
+
+COMFYUI = find_comfyui()
+SKIP_REASON = (
+    "NO COMFYUI FOUND: set COMFYUI_PATH, install the pack in ComfyUI/custom_nodes, or put ComfyUI at "
+    "~/comfy/ComfyUI — the ComfyUI integration tests did not run"
+)
+
+
+def custom_nodes_dir() -> Path:
+    """A custom_nodes folder holding only this pack (a symlink named PACK_NAME)."""
+    d = Path(tempfile.mkdtemp(prefix="distill_custom_nodes_"))
+    (d / PACK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
+    return d
+
+
+def load_comfyui():
+    """Import ComfyUI on CPU and load the pack through ComfyUI's own custom-node loader."""
+    if str(COMFYUI) not in sys.path:
+        sys.path.insert(0, str(COMFYUI))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.preview_method = comfy.cli_args.LatentPreviewMethod.Latent2RGB
+    import nodes
+
+    if "DistillSDSLoss" not in nodes.NODE_CLASS_MAPPINGS:
+        ok = asyncio.run(nodes.load_custom_node(str(custom_nodes_dir() / PACK_NAME)))
+        assert ok, "ComfyUI could not load the pack from custom_nodes"
+    return nodes
+
+
+UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32,
+    "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "channel_mult": [1, 2],
+    "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 64,
+    "num_heads": 2, "transformer_depth_output": [1, 1, 1, 1], "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+CONTEXT_DIM = 64
+
+
+def tiny_model(kind: str = "eps", seed: int = 0):
+    """A ModelPatcher around a randomly initialised SD1.5-family UNet (32 channels, 2 levels).
+
+    kind: "eps", "v" (v-prediction) or "flow" (CONST with ModelSamplingDiscreteFlow, shift 3).
+    """
+    import comfy.model_base
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    model_type = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION,
+                  "flow": comfy.model_base.ModelType.FLOW}[kind]
+    config = comfy.supported_models.SD15(dict(UNET, dtype=torch.float32))
+    if kind == "flow":
+        config.sampling_settings = {"shift": 3.0, "multiplier": 1000}
+    config.set_inference_dtype(torch.float32, None)
+    model = comfy.model_base.BaseModel(config, model_type=model_type, device=torch.device("cpu"))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.diffusion_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                            offload_device=torch.device("cpu"))
+
+
+def conditioning(seed: int, tokens: int = 7):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, CONTEXT_DIM, generator=g), {}]]
+
+
+def run_node(node_id: str, **inputs):
+    """Execute a pack node as ComfyUI does: inside inference mode, through the class's execute."""
+    import nodes
+
+    with torch.inference_mode():
+        return nodes.NODE_CLASS_MAPPINGS[node_id].execute(**inputs)
+
+
+class Server:
+    """`python main.py --cpu` on a free loopback port with the pack and the test nodes, stopped on exit."""
+
+    def __init__(self, tmp: Path):
+        import socket
+        import subprocess
+
+        custom = tmp / "custom_nodes"
+        custom.mkdir()
+        (custom / PACK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
+        (custom / "distill_test_nodes").symlink_to(PACK_ROOT / "tests" / "comfy_test_nodes", target_is_directory=True)
+        (tmp / "extra_model_paths.yaml").write_text(f"distill_tests:\n    base_path: {tmp}\n    custom_nodes: custom_nodes/\n")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (tmp / "server.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--extra-model-paths-config", str(tmp / "extra_model_paths.yaml"),
+             "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME, "distill_test_nodes",
+             "--output-directory", str(tmp / "output"), "--input-directory", str(tmp / "input"),
+             "--temp-directory", str(tmp), "--database-url", "sqlite:///:memory:",
+             "--preview-method", "latent2rgb"],
+            cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.log_path = tmp / "server.log"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 120.0):
+        import time
+
+        import requests
+
+        start = time.time()
+        while time.time() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited early:\n{self.log_path.read_text()[-4000:]}")
+            try:
+                if requests.get(self.url + "/system_stats", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"ComfyUI did not start in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
+
+    def get(self, path: str):
+        import requests
+
+        return requests.get(self.url + path, timeout=30)
+
+    def post(self, path: str, payload: dict):
+        import requests
+
+        return requests.post(self.url + path, json=payload, timeout=30)
+
+    def run_prompt(self, prompt: dict, timeout: float = 300.0) -> dict:
+        """POST a prompt, wait until its history entry says it finished, return that entry."""
+        import time
+
+        r = self.post("/prompt", {"prompt": prompt})
+        assert r.ok, r.text
+        prompt_id = r.json()["prompt_id"]
+        start = time.time()
+        while time.time() - start < timeout:
+            entry = self.get(f"/history/{prompt_id}").json().get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            time.sleep(0.5)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except Exception:
+            self.proc.kill()
+        self.log.close()
+
+
+def pack(submodule: str):
+    """A module of the pack as ComfyUI loaded it, e.g. pack("nodes.evaluation") or pack("distill")."""
+    import importlib
+
+    import nodes
+
+    root = nodes.NODE_CLASS_MAPPINGS["DistillSDSLoss"].__module__.rsplit(".nodes.", 1)[0]
+    return importlib.import_module(f"{root}.{submodule}")

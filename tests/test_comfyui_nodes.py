@@ -1,0 +1,219 @@
+"""SDS Loss and Optimize Latent inside a real ComfyUI, on tiny random EPS / v-prediction / flow models."""
+import pytest
+import torch
+
+from comfy_harness import conditioning, pack, run_node, tiny_model
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
+
+KINDS = ["eps", "v", "flow"]
+SHAPE = (2, 4, 16, 16)
+
+
+def sds_loss(model, cfg=7.5, **kw):
+    args = dict(model=model, positive=conditioning(1), negative=conditioning(2), cfg=cfg, weighting="sds",
+                t_min=0.02, t_max=0.98, t_schedule="uniform", grad_clip=0.0) | kw
+    return run_node("DistillSDSLoss", **args).args[0]
+
+
+def optimize_latent(loss, latent=None, steps=3, seed=0, **kw):
+    args = dict(latent={"samples": torch.zeros(SHAPE) if latent is None else latent}, loss=loss, steps=steps,
+                learning_rate=0.1, optimizer="adamw", lr_schedule="cosine", seed=seed, l2_to_init=0.0) | kw
+    return run_node("DistillOptimizeLatent", **args).args
+
+
+def copies(generators):
+    out = []
+    for g in generators:
+        h = torch.Generator()
+        h.set_state(g.get_state())
+        out.append(h)
+    return out
+
+
+def pack_gradient(loss, latent, seed=0):
+    """The pack's SDS gradient at one step, with the draws it made: (g, t, ε, x) in model space."""
+    distill, evaluation = pack("distill"), pack("nodes.evaluation")
+    seen = {}
+
+    def run(denoiser, x):
+        gens = distill.item_generators(seed, x.shape[0])
+        draws = copies(gens)
+        seen["g"] = loss.loss.gradient(denoiser, x, 0.0, gens)
+        seen["t"] = torch.stack([loss.loss.t_min + (loss.loss.t_max - loss.loss.t_min)
+                                 * torch.rand((), generator=g, dtype=torch.float64) for g in draws])
+        seen["eps"] = None
+        seen["x"] = x.clone()
+        return x
+
+    with torch.inference_mode():
+        evaluation.run_with_model(loss.model, loss.conds, latent, seed, run)
+    gens = copies(distill.item_generators(seed, latent.shape[0]))
+    for g in gens:  # ε comes after t in each item's stream
+        torch.rand((), generator=g, dtype=torch.float64)
+    seen["eps"] = torch.stack([torch.randn(latent.shape[1:], generator=g) for g in gens])
+    return seen
+
+
+def direct_gradient(model, positive, negative, cfg, x, t, eps):
+    """SDS written directly on ComfyUI's primitives: CFGGuider + calc_cond_batch, the model's own σ."""
+    import comfy.samplers
+    import comfy.model_sampling
+
+    result = {}
+
+    class Direct(comfy.samplers.Sampler):
+        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+                   disable_pbar=False):
+            ms = model_wrap.inner_model.model_sampling
+            flow = isinstance(ms, comfy.model_sampling.CONST)
+            sigma = pack("distill.schedule").sigma_at(ms.sigmas.float(), t).float()
+            if not flow:  # the pack's schedule fraction is ComfyUI's percent, reversed
+                pct = torch.tensor([ms.percent_to_sigma(1 - ti.item()) for ti in t])
+                assert torch.allclose(sigma, pct, rtol=1e-5)
+            s = sigma.view(-1, 1, 1, 1)
+            x_noisy = ms.noise_scaling(sigma, eps, x)
+            cond, uncond = comfy.samplers.calc_cond_batch(
+                model_wrap.inner_model, [model_wrap.conds["positive"], model_wrap.conds["negative"]],
+                x_noisy, sigma, extra_args["model_options"])
+            guided = uncond + cfg * (cond - uncond)
+            for fn in extra_args["model_options"].get("sampler_post_cfg_function", []):
+                guided = fn({"denoised": guided, "cond_denoised": cond, "uncond_denoised": uncond, "sigma": sigma,
+                             "input": x_noisy, "cond_scale": cfg, "model": model_wrap.inner_model,
+                             "model_options": extra_args["model_options"], "cond": None, "uncond": None})
+            a = (1 - s) if flow else torch.ones_like(s)
+            eps_hat = (x_noisy - a * guided) / s
+            abar = a**2 / (a**2 + s**2)
+            result["g"] = (1 - abar) * (eps_hat - eps)
+            return latent_image
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    ms = model.get_model_object("model_sampling")
+    with torch.inference_mode():
+        guider.sample(torch.zeros_like(x), x, Direct(), torch.stack([ms.sigma_max, ms.sigma_min]).float())
+    return result["g"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sds_gradient_equals_direct_calc_cond_batch(kind):
+    model = tiny_model(kind)
+    loss = sds_loss(model, cfg=7.5)
+    latent = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    seen = pack_gradient(loss, latent)
+    expected = direct_gradient(model, loss.conds["positive"], loss.conds["negative"], 7.5, seen["x"], seen["t"],
+                               seen["eps"])
+    assert seen["g"].abs().max() > 0
+    assert (seen["g"] - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_post_cfg_patch_changes_the_gradient_as_comfyui_applies_it():
+    model = tiny_model("eps")
+    patched = model.clone()
+    patched.set_model_sampler_post_cfg_function(lambda args: args["denoised"] * 0.5)
+    latent = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    plain = pack_gradient(sds_loss(model), latent)
+    seen = pack_gradient(sds_loss(patched), latent)
+    assert (seen["g"] - plain["g"]).abs().max() > 1e-3
+    loss = sds_loss(patched)
+    expected = direct_gradient(patched, loss.conds["positive"], loss.conds["negative"], 7.5, seen["x"], seen["t"],
+                               seen["eps"])
+    assert (seen["g"] - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def counting(model):
+    """A clone whose UNet calls are counted through ComfyUI's model_function_wrapper."""
+    batches = []
+    counted = model.clone()
+
+    def wrapper(apply_model, args):
+        batches.append(args["input"].shape[0])
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    counted.set_model_unet_function_wrapper(wrapper)
+    return counted, batches
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("cfg,per_item", [(7.5, 2), (1.0, 1)])
+def test_one_batched_forward_per_step(kind, cfg, per_item):
+    model, batches = counting(tiny_model(kind))
+    optimize_latent(sds_loss(model, cfg=cfg), steps=4)
+    assert batches == [per_item * SHAPE[0]] * 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_optimize_latent_is_deterministic_per_seed(kind):
+    loss = sds_loss(tiny_model(kind))
+    a, plot = optimize_latent(loss, seed=11)
+    b, _ = optimize_latent(loss, seed=11)
+    c, _ = optimize_latent(loss, seed=12)
+    assert torch.equal(a["samples"], b["samples"])
+    assert not torch.equal(a["samples"], c["samples"])
+    assert a["samples"].shape == SHAPE
+    assert plot.ndim == 4 and plot.shape[-1] == 3 and 0 <= plot.min() and plot.max() <= 1
+
+
+def test_progress_and_a_preview_every_step():
+    import comfy.utils
+
+    updates = []
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
+    try:
+        optimize_latent(sds_loss(tiny_model("eps")), steps=5)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+    assert [(v, t) for v, t, _ in updates] == [(i, 5) for i in range(1, 6)]
+    assert all(p is not None for _, _, p in updates)
+
+
+def test_interrupt_stops_within_one_step():
+    import comfy.model_management
+    import comfy.utils
+
+    model, batches = counting(tiny_model("eps"))
+    old = comfy.utils.PROGRESS_BAR_HOOK
+
+    def hook(value, total, preview, node_id=None):
+        if value == 3:
+            comfy.model_management.interrupt_current_processing()
+
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            optimize_latent(sds_loss(model), steps=50)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+        comfy.model_management.interrupt_current_processing(False)
+    assert len(batches) == 3
+
+
+def test_latent_of_another_family_is_refused_with_the_fix():
+    loss = sds_loss(tiny_model("eps"))
+    with pytest.raises(ValueError, match=r"latent: this latent has 16 channels .* works on 4.*EmptySD3LatentImage"):
+        optimize_latent(loss, latent=torch.zeros(1, 16, 16, 16))
+
+
+def test_non_finite_latent_is_refused():
+    latent = torch.zeros(SHAPE)
+    latent[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="latent contains NaN or infinite values"):
+        optimize_latent(sds_loss(tiny_model("eps")), latent=latent)
+
+
+def test_bad_steps_and_timesteps_are_named(comfy):
+    node = comfy.NODE_CLASS_MAPPINGS["DistillSDSLoss"]
+    assert "t_min (0.9) must be below t_max (0.1)" in node.validate_inputs(t_min=0.9, t_max=0.1)
+    assert node.validate_inputs(t_min=0.1, t_max=0.9) is True
+    with pytest.raises(ValueError, match="t_min"):
+        sds_loss(tiny_model("eps"), t_min=0.5, t_max=0.5)
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        optimize_latent(sds_loss(tiny_model("eps")), steps=0)
+
+
+def test_every_input_has_a_tooltip_and_one_category(comfy):
+    for node_id in ("DistillSDSLoss", "DistillOptimizeLatent"):
+        schema = comfy.NODE_CLASS_MAPPINGS[node_id].define_schema()
+        assert schema.category == "score_distillation"
+        assert all(i.tooltip for i in schema.inputs), [i.id for i in schema.inputs if not i.tooltip]
