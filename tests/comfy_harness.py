@@ -42,13 +42,13 @@ def custom_nodes_dir() -> Path:
     return d
 
 
-def load_comfyui():
-    """Import ComfyUI on CPU and load the pack through ComfyUI's own custom-node loader."""
+def load_comfyui(cpu: bool = True):
+    """Import ComfyUI (on CPU unless told otherwise) and load the pack through its custom-node loader."""
     if str(COMFYUI) not in sys.path:
         sys.path.insert(0, str(COMFYUI))
     import comfy.cli_args
 
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = cpu
     comfy.cli_args.args.preview_method = comfy.cli_args.LatentPreviewMethod.Latent2RGB
     import nodes
 
@@ -69,8 +69,8 @@ UNET = {
 CONTEXT_DIM = 64
 
 
-def tiny_model(kind: str = "eps", seed: int = 0):
-    """A ModelPatcher around a randomly initialised SD1.5-family UNet (32 channels, 2 levels).
+def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET):
+    """A ModelPatcher around a randomly initialised SD1.5-family UNet (by default 32 channels, 2 levels).
 
     kind: "eps", "v" (v-prediction) or "flow" (CONST with ModelSamplingDiscreteFlow, shift 3).
     """
@@ -81,7 +81,7 @@ def tiny_model(kind: str = "eps", seed: int = 0):
 
     model_type = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION,
                   "flow": comfy.model_base.ModelType.FLOW}[kind]
-    config = comfy.supported_models.SD15(dict(UNET, dtype=torch.float32))
+    config = comfy.supported_models.SD15(dict(unet, dtype=torch.float32))
     if kind == "flow":
         config.sampling_settings = {"shift": 3.0, "multiplier": 1000}
     config.set_inference_dtype(torch.float32, None)
@@ -94,9 +94,9 @@ def tiny_model(kind: str = "eps", seed: int = 0):
                                             offload_device=torch.device("cpu"))
 
 
-def conditioning(seed: int, tokens: int = 7):
+def conditioning(seed: int, tokens: int = 7, width: int = CONTEXT_DIM):
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, tokens, CONTEXT_DIM, generator=g), {}]]
+    return [[torch.randn(1, tokens, width, generator=g), {}]]
 
 
 def run_node(node_id: str, **inputs):

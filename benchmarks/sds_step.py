@@ -1,0 +1,133 @@
+"""Optimize Latent with SDS: per-iteration time and peak memory against one bare cond+uncond forward.
+
+The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
+levels, context 768) but narrow enough for a CPU. Both are timed side by side in this one run; peak
+memory is measured in a fresh child process per phase. Needs ComfyUI, found as the tests find it.
+
+    python benchmarks/sds_step.py [--channels 64] [--latent 32] [--steps 20] [--device cpu|cuda]
+"""
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+import comfy_harness as harness  # noqa: E402
+
+
+def unet_config(channels: int) -> dict:
+    return harness.UNET | {
+        "model_channels": channels, "channel_mult": [1, 2, 4, 4], "num_res_blocks": [2, 2, 2, 2],
+        "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+        "context_dim": 768, "num_heads": 8,
+    }
+
+
+def setup(args):
+    harness.load_comfyui(cpu=args.device == "cpu")
+    import comfy.model_management
+
+    model = harness.tiny_model("eps", 0, unet_config(args.channels))
+    if args.device != "cpu":
+        model.load_device = torch.device(args.device)
+    comfy.model_management.load_models_gpu([model])
+    pos, neg = harness.conditioning(1, 77, 768), harness.conditioning(2, 77, 768)
+    return model, pos, neg
+
+
+def bare_forward(model, pos, neg, latent):
+    """One cond+uncond forward of the network as one batch, nothing else."""
+    device = model.load_device
+    x = torch.randn(2, *latent.shape[1:], device=device)
+    sigma = torch.full((2,), 3.0, device=device)
+    ctx = torch.cat([pos[0][0], neg[0][0]]).to(device)
+    with torch.inference_mode():
+        model.model.apply_model(x, sigma, c_crossattn=ctx)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def sds_run(model, pos, neg, latent, steps):
+    """Optimize Latent with SDS for `steps`; returns the wall time of every step."""
+    import comfy.utils
+
+    stamps = []
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: stamps.append(time.perf_counter()))
+    try:
+        loss = harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=100.0,
+                                weighting="sds", t_min=0.02, t_max=0.98, t_schedule="uniform", grad_clip=0.0).args[0]
+        harness.run_node("DistillOptimizeLatent", latent={"samples": latent}, loss=loss, steps=steps, learning_rate=0.1,
+                         optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def peak_memory(args, phase: str) -> float:
+    """Peak extra memory (MiB) of one phase, measured in a fresh process."""
+    out = subprocess.run([sys.executable, __file__, "--channels", str(args.channels), "--latent", str(args.latent),
+                          "--device", args.device, "--memory-of", phase], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["mib"]
+
+
+def measure_memory_in_this_process(args):
+    import psutil
+
+    model, pos, neg = setup(args)
+    latent = torch.zeros(1, 4, args.latent, args.latent)
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = psutil.Process().memory_info().rss
+    if args.memory_of == "forward":
+        bare_forward(model, pos, neg, latent)
+    else:
+        sds_run(model, pos, neg, latent, 3)
+    peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"mib": (peak - base) / 2**20}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--latent", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--memory-of", choices=["forward", "sds"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_of:
+        return measure_memory_in_this_process(args)
+
+    model, pos, neg = setup(args)
+    params = sum(t.numel() for t in model.model.diffusion_model.parameters())
+    latent = torch.zeros(1, 4, args.latent, args.latent)
+    for _ in range(3):
+        bare_forward(model, pos, neg, latent)
+    forward, step = [], []
+    for _ in range(3):  # interleaved, so drift in machine load hits both alike
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            bare_forward(model, pos, neg, latent)
+            forward.append(time.perf_counter() - t0)
+        step += sds_run(model, pos, neg, latent, args.steps + 1)
+    f, s = statistics.median(forward), statistics.median(step)
+    mem_f, mem_s = peak_memory(args, "forward"), peak_memory(args, "sds")
+    print(f"model: SD1.5-shaped UNet, {args.channels} channels, {params / 1e6:.1f}M parameters; "
+          f"latent 1x4x{args.latent}x{args.latent}; device {args.device}; torch {torch.__version__}")
+    print(f"bare cond+uncond forward (batch 2): {f * 1e3:.1f} ms   SDS step: {s * 1e3:.1f} ms")
+    print(f"time  ratio SDS step / bare forward: {s / f:.3f}")
+    print(f"peak  memory bare forward: {mem_f:.1f} MiB   SDS run: {mem_s:.1f} MiB")
+    print(f"memory ratio SDS / bare forward: {mem_s / max(mem_f, 1e-9):.3f}")
+
+
+if __name__ == "__main__":
+    main()
