@@ -3,11 +3,11 @@
 The model is seen only through ``Denoiser``; nothing here imports ComfyUI.
 """
 from .denoiser import Denoiser
-from .losses import WEIGHTINGS, Evaluation, ScoreDistillation, sds_direction, target_loss
+from .losses import WEIGHTINGS, Evaluation, ScoreDistillation, nfsd_direction, sds_direction, target_loss
 from .optimize import LR_SCHEDULES, OPTIMIZERS, History, Settings, item_generators, optimize
 from .timesteps import T_SCHEDULES
 
 __all__ = [
     "Denoiser", "Evaluation", "History", "LR_SCHEDULES", "OPTIMIZERS", "ScoreDistillation", "Settings",
-    "T_SCHEDULES", "WEIGHTINGS", "item_generators", "optimize", "sds_direction", "target_loss",
+    "T_SCHEDULES", "WEIGHTINGS", "item_generators", "nfsd_direction", "optimize", "sds_direction", "target_loss",
 ]

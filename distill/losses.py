@@ -31,6 +31,15 @@ def sds_direction(ev: Evaluation) -> Tensor:
     return ev.eps["cfg"] - ev.noise
 
 
+def nfsd_direction(ev: Evaluation, threshold: float) -> Tensor:
+    """NFSD eq. 7 without w(t): δ_D + s·δ_C = CFG_s − [t ≥ threshold]·ε̂_neg (δ_D of eq. 6, per item).
+
+    Below the threshold δ_D = ε̂_u, above it δ_D = ε̂_u − ε̂_neg; the sampled ε never enters.
+    """
+    above = per_item((ev.t >= threshold).to(ev.x), ev.x)
+    return ev.eps["cfg"] - above * ev.eps["nfsd_negative"]
+
+
 def gaussian_noise(x: Tensor, generators: list[torch.Generator]) -> Tensor:
     """ε ~ N(0, I), each item drawn from its own generator on the CPU (same seed, same noise anywhere)."""
     return torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)

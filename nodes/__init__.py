@@ -3,6 +3,7 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from .nfsd import NFSDGuidance
 from .optimize_latent import OptimizeLatent
 from .sds import SDSLoss
 
@@ -10,7 +11,7 @@ from .sds import SDSLoss
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SDSLoss, OptimizeLatent]
+        return [SDSLoss, NFSDGuidance, OptimizeLatent]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

@@ -65,22 +65,6 @@ class _RunSampler(comfy.samplers.Sampler):
         return self.run(ComfyDenoiser(model_wrap, extra_args["model_options"]), latent_image)
 
 
-def latent_channels(model: ModelPatcher) -> int:
-    return model.get_model_object("latent_format").latent_channels
-
-
-def check_latent_fits(model: ModelPatcher, samples: Tensor, input_name: str = "latent") -> None:
-    expected = latent_channels(model)
-    if samples.ndim < 4 or samples.shape[1] != expected:
-        family = type(model.model.model_config).__name__
-        got = samples.shape[1] if samples.ndim >= 2 else "no"
-        raise ValueError(
-            f"{input_name}: this latent has {got} channels but the model ({family}) works on {expected}. "
-            "Make the latent for this model: an empty latent of its family (Empty Latent Image for SD1.x/SDXL, "
-            "EmptySD3LatentImage for SD3/Flux) or VAE Encode with the model's own VAE."
-        )
-
-
 def run_with_model(model: ModelPatcher, conds: dict[str, list], latent: Tensor, seed: int,
                    run: Callable[[ComfyDenoiser, Tensor], Tensor]) -> Tensor:
     """Call run(denoiser, model-space latent) inside ComfyUI's sampling machinery; returns its raw-space result.

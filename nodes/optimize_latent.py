@@ -4,7 +4,8 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..distill import LR_SCHEDULES, OPTIMIZERS, Settings, optimize
-from .evaluation import check_latent_fits, run_with_model
+from .checks import check_latent_fits
+from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
 

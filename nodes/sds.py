@@ -2,6 +2,7 @@
 from comfy_api.latest import io
 
 from ..distill import T_SCHEDULES, WEIGHTINGS, ScoreDistillation
+from .checks import check_conditioning
 from .types import CATEGORY, DistillLoss, DistillLossType
 
 
@@ -63,6 +64,7 @@ class SDSLoss(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, weighting, t_min, t_max, t_schedule, grad_clip) -> io.NodeOutput:
+        check_conditioning("negative", negative, positive)
         loss = ScoreDistillation(cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max,
                                  t_schedule=t_schedule, grad_clip=grad_clip)
         return io.NodeOutput(DistillLoss(model, {"positive": positive, "negative": negative}, loss))

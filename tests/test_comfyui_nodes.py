@@ -55,12 +55,14 @@ def pack_gradient(loss, latent, seed=0):
     return seen
 
 
-def direct_gradient(model, positive, negative, cfg, x, t, eps):
-    """SDS written directly on ComfyUI's primitives: CFGGuider + calc_cond_batch, the model's own σ."""
+def direct_predictions(model, conds, cfg, x, t, eps):
+    """Every branch's ε̂ written directly on ComfyUI's primitives (CFGGuider, calc_cond_batch, the model's σ),
+    the guided ε̂ under "cfg" (post-CFG patches applied), and w = 1 − ᾱ under "w"."""
     import comfy.samplers
     import comfy.model_sampling
 
     result = {}
+    names = list(conds)
 
     class Direct(comfy.samplers.Sampler):
         def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
@@ -73,26 +75,33 @@ def direct_gradient(model, positive, negative, cfg, x, t, eps):
                 assert torch.allclose(sigma, pct, rtol=1e-5)
             s = sigma.view(-1, 1, 1, 1)
             x_noisy = ms.noise_scaling(sigma, eps, x)
-            cond, uncond = comfy.samplers.calc_cond_batch(
-                model_wrap.inner_model, [model_wrap.conds["positive"], model_wrap.conds["negative"]],
-                x_noisy, sigma, extra_args["model_options"])
+            out = comfy.samplers.calc_cond_batch(model_wrap.inner_model, [model_wrap.conds[n] for n in names],
+                                                 x_noisy, sigma, extra_args["model_options"])
+            x0 = dict(zip(names, out))
+            cond, uncond = x0["positive"], x0["negative"]
             guided = uncond + cfg * (cond - uncond)
             for fn in extra_args["model_options"].get("sampler_post_cfg_function", []):
                 guided = fn({"denoised": guided, "cond_denoised": cond, "uncond_denoised": uncond, "sigma": sigma,
                              "input": x_noisy, "cond_scale": cfg, "model": model_wrap.inner_model,
                              "model_options": extra_args["model_options"], "cond": None, "uncond": None})
             a = (1 - s) if flow else torch.ones_like(s)
-            eps_hat = (x_noisy - a * guided) / s
-            abar = a**2 / (a**2 + s**2)
-            result["g"] = (1 - abar) * (eps_hat - eps)
+            result.update({n: (x_noisy - a * v) / s for n, v in x0.items()})
+            result["cfg"] = (x_noisy - a * guided) / s
+            result["w"] = 1 - a**2 / (a**2 + s**2)
             return latent_image
 
     guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
+    guider.inner_set_conds(conds)
     ms = model.get_model_object("model_sampling")
     with torch.inference_mode():
         guider.sample(torch.zeros_like(x), x, Direct(), torch.stack([ms.sigma_max, ms.sigma_min]).float())
-    return result["g"]
+    return result
+
+
+def direct_gradient(model, positive, negative, cfg, x, t, eps):
+    """SDS written directly: w·(CFG − ε)."""
+    e = direct_predictions(model, {"positive": positive, "negative": negative}, cfg, x, t, eps)
+    return e["w"] * (e["cfg"] - eps)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -213,7 +222,42 @@ def test_bad_steps_and_timesteps_are_named(comfy):
 
 
 def test_every_input_has_a_tooltip_and_one_category(comfy):
-    for node_id in ("DistillSDSLoss", "DistillOptimizeLatent"):
+    for node_id in ("DistillSDSLoss", "DistillNFSDGuidance", "DistillOptimizeLatent"):
         schema = comfy.NODE_CLASS_MAPPINGS[node_id].define_schema()
         assert schema.category == "score_distillation"
         assert all(i.tooltip for i in schema.inputs), [i.id for i in schema.inputs if not i.tooltip]
+
+
+def nfsd_loss(model, cfg=7.5, threshold=0.5, nfsd_negative=None, **kw):
+    args = dict(model=model, positive=conditioning(1), negative=conditioning(2),
+                nfsd_negative=conditioning(3) if nfsd_negative is None else nfsd_negative, cfg=cfg,
+                threshold=threshold, weighting="sds", t_min=0.02, t_max=0.98, t_schedule="uniform",
+                grad_clip=0.0) | kw
+    return run_node("DistillNFSDGuidance", **args).args[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nfsd_gradient_equals_direct_three_branch_calc_cond_batch(kind):
+    model = tiny_model(kind)
+    loss = nfsd_loss(model, threshold=0.5)
+    latent = torch.randn((8, *SHAPE[1:]), generator=torch.Generator().manual_seed(5))
+    seen = pack_gradient(loss, latent)
+    above = (seen["t"] >= 0.5).float().view(-1, 1, 1, 1)
+    assert 0 < above.sum() < len(above), "the batch should straddle the threshold"
+    e = direct_predictions(model, loss.conds, 7.5, seen["x"], seen["t"], seen["eps"])
+    expected = e["w"] * (e["cfg"] - above * e["nfsd_negative"])
+    assert (seen["g"] - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nfsd_runs_one_forward_of_three_branches_per_step(kind):
+    model, batches = counting(tiny_model(kind))
+    optimize_latent(nfsd_loss(model), steps=4)
+    assert batches == [3 * SHAPE[0]] * 4
+
+
+def test_nfsd_negative_missing_or_of_another_width_is_named():
+    with pytest.raises(ValueError, match="nfsd_negative: no conditioning is connected"):
+        nfsd_loss(tiny_model("eps"), nfsd_negative=[])
+    with pytest.raises(ValueError, match="nfsd_negative: its conditioning is 32 wide but positive's is 64"):
+        nfsd_loss(tiny_model("eps"), nfsd_negative=conditioning(3, width=32))

@@ -5,7 +5,7 @@ from comfy_harness import COMFYUI, SKIP_REASON, Server
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(COMFYUI is None, reason=SKIP_REASON)]
 
-PACK_NODES = ("DistillSDSLoss", "DistillOptimizeLatent")
+PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillOptimizeLatent")
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +61,16 @@ def test_bad_inputs_are_rejected_at_prompt_time_with_their_names(server):
     r = server.post("/prompt", {"prompt": sds_prompt(steps=0)})
     assert r.status_code == 400
     assert "steps" in r.text
+
+
+def test_nfsd_prompt_without_its_negative_is_rejected_naming_it(server):
+    prompt = sds_prompt()
+    sds = prompt["4"]["inputs"]
+    prompt["4"] = {"class_type": "DistillNFSDGuidance", "inputs": {
+        k: v for k, v in sds.items() if k != "cfg"} | {"cfg": 7.5, "threshold": 0.2}}
+    r = server.post("/prompt", {"prompt": prompt})
+    assert r.status_code == 400
+    assert "nfsd_negative" in r.text
+    prompt["4"]["inputs"]["nfsd_negative"] = ["3", 0]
+    entry = server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]

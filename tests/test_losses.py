@@ -118,3 +118,66 @@ def test_target_trick_delivers_g_over_batch():
 def test_bad_timestep_range_names_the_inputs(t_min, t_max):
     with pytest.raises(ValueError, match="t_min .* t_max"):
         ScoreDistillation(t_min=t_min, t_max=t_max)
+
+
+def nfsd_loss(threshold=0.2, cfg=7.5, **kw):
+    from functools import partial
+
+    from distill import nfsd_direction
+
+    return ScoreDistillation(direction=partial(nfsd_direction, threshold=threshold), extra=("nfsd_negative",),
+                             cfg=cfg, **kw)
+
+
+def nfsd_prior():
+    means = class_means()
+    means["nfsd_negative"] = torch.randn(SHAPE, generator=torch.Generator().manual_seed(9))
+    return GaussianDenoiser(SHAPE, means=means)
+
+
+@pytest.mark.parametrize("t_min,t_max,above", [(0.02, 0.19, False), (0.2, 0.98, True)], ids=["below", "above"])
+def test_nfsd_gradient_equals_closed_form_on_each_side_of_the_threshold(t_min, t_max, above):
+    den = nfsd_prior()
+    x = den.sample(3, "positive", torch.Generator().manual_seed(2)) * 0.5
+    loss = nfsd_loss(threshold=0.2, t_min=t_min, t_max=t_max)
+    gens = item_generators(7, 3)
+    t, eps = draws(loss, copies(gens), x.shape)
+    g = loss.gradient(den, x, 0.0, gens)
+    sigma = sigma_at(den.sigmas, t).float()
+    e = {b: closed_form_eps(den, x, eps, sigma, b) for b in ("positive", "negative", "nfsd_negative")}
+    domain = e["negative"] - e["nfsd_negative"] if above else e["negative"]  # eq. 6
+    w = (sigma**2 / (1 + sigma**2)).view(-1, 1, 1, 1)
+    expected = w * (domain + 7.5 * (e["positive"] - e["negative"]))  # eq. 7
+    assert torch.allclose(g, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+    assert den.calls == [(9, ("positive", "negative", "nfsd_negative"))]
+
+
+def test_nfsd_threshold_is_decided_per_item():
+    den = nfsd_prior()
+    x = torch.zeros(64, *SHAPE)
+    loss = nfsd_loss(threshold=0.5, weighting="uniform")
+    gens = item_generators(3, 64)
+    t, eps = draws(loss, copies(gens), x.shape)
+    assert (t < 0.5).any() and (t >= 0.5).any()
+    g = loss.gradient(den, x, 0.0, gens)
+    sigma = sigma_at(den.sigmas, t).float()
+    e = {b: closed_form_eps(den, x, eps, sigma, b) for b in ("positive", "negative", "nfsd_negative")}
+    above = (t >= 0.5).float().view(-1, 1, 1, 1)
+    expected = e["negative"] - above * e["nfsd_negative"] + 7.5 * (e["positive"] - e["negative"])
+    assert torch.allclose(g, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+
+
+def test_nfsd_gradient_ignores_the_sampled_noise():
+    # Above the threshold every term of eq. 7 is a difference of predictions; on the Gaussian prior each
+    # such difference is independent of x_t, so two different ε give the same g up to float32 rounding
+    # of the cfg-scaled ε̂ terms: a few ulps of (1 + cfg)·|g|. SDS, which subtracts ε, keeps its
+    # low-frequency part (λ ≫ σ² there) and differs by far more.
+    den = nfsd_prior()
+    x = den.sample(2, "positive", torch.Generator().manual_seed(2))
+    loss = nfsd_loss(threshold=0.2, t_min=0.3, t_max=0.3 + 1e-6, weighting="uniform")
+    g1 = loss.gradient(den, x, 0.0, item_generators(1, 2))
+    g2 = loss.gradient(den, x, 0.0, item_generators(2, 2))
+    ulps = 4 * torch.finfo(torch.float32).eps * (1 + 7.5) * g1.abs().max()
+    assert (g1 - g2).abs().max() < ulps
+    sds = ScoreDistillation(cfg=7.5, t_min=0.3, t_max=0.3 + 1e-6, weighting="uniform")
+    assert (sds.gradient(den, x, 0.0, item_generators(1, 2)) - sds.gradient(den, x, 0.0, item_generators(2, 2))).abs().max() > 100 * ulps
