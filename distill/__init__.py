@@ -4,10 +4,11 @@ The model is seen only through ``Denoiser``; nothing here imports ComfyUI.
 """
 from .denoiser import Denoiser
 from .losses import WEIGHTINGS, Evaluation, ScoreDistillation, nfsd_direction, sds_direction, target_loss
-from .optimize import LR_SCHEDULES, OPTIMIZERS, History, Settings, item_generators, optimize
+from .optimize import LR_SCHEDULES, OPTIMIZERS, History, Settings, optimize
+from .run import Run, item_generators
 from .timesteps import T_SCHEDULES
 
 __all__ = [
-    "Denoiser", "Evaluation", "History", "LR_SCHEDULES", "OPTIMIZERS", "ScoreDistillation", "Settings",
+    "Denoiser", "Evaluation", "History", "LR_SCHEDULES", "OPTIMIZERS", "Run", "ScoreDistillation", "Settings",
     "T_SCHEDULES", "WEIGHTINGS", "item_generators", "nfsd_direction", "optimize", "sds_direction", "target_loss",
 ]

@@ -1,11 +1,12 @@
 """Score-distillation losses: each is a direction rule plus the one shared evaluation path."""
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
 from .denoiser import Denoiser
+from .run import Run
 from .schedule import alpha_bar, eps_from_x0, noised, per_item, sigma_at
 from .timesteps import T_SCHEDULES, sample_fractions
 
@@ -15,6 +16,11 @@ WEIGHTINGS: dict[str, Callable[[Tensor], Tensor]] = {
     "fantasia3d": lambda abar: abar.sqrt() * (1 - abar),
 }
 """w(t) as a function of ᾱ_t: DreamFusion's 1 − ᾱ, constant, and Fantasia3D's √ᾱ·(1 − ᾱ)."""
+
+
+class NoiseSource(Protocol):
+    def __call__(self, denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) -> Tensor:
+        """The noise [B, ...] of this step for clean latents x at schedule fractions t [B]."""
 
 
 class Evaluation(NamedTuple):
@@ -51,6 +57,7 @@ class ScoreDistillation:
 
     ``direction`` maps an Evaluation to the unweighted gradient; ``extra`` names the conditioning
     branches it needs besides positive/negative. cfg is the standard form ε̂_u + cfg·(ε̂_c − ε̂_u).
+    ``noise`` replaces the fresh Gaussian ε of each step (e.g. by DDIM inversion, SDI).
     """
 
     direction: Callable[[Evaluation], Tensor] = sds_direction
@@ -61,6 +68,7 @@ class ScoreDistillation:
     t_schedule: str = "uniform"
     grad_clip: float = 0.0
     extra: tuple[str, ...] = field(default=())
+    noise: NoiseSource | None = None
 
     def __post_init__(self):
         if not 0 <= self.t_min < self.t_max <= 1:
@@ -75,15 +83,16 @@ class ScoreDistillation:
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be ≥ 0 (0 turns clipping off), got {self.grad_clip}.")
 
-    def gradient(
-        self, denoiser: Denoiser, x: Tensor, progress: float, generators: list[torch.Generator]
-    ) -> Tensor:
+    def gradient(self, denoiser: Denoiser, x: Tensor, run: Run) -> Tensor:
         """g on the clean latents x [B, ...]: one batched model evaluation, no graph through the model."""
-        t = sample_fractions(self.t_schedule, self.t_min, self.t_max, progress, generators)
+        t = sample_fractions(self.t_schedule, self.t_min, self.t_max, run.progress, run.generators)
         x = x.detach()
         sigma = sigma_at(denoiser.sigmas, t).to(x)
         a, b = (per_item(c, x) for c in denoiser.coefficients(sigma))
-        noise = gaussian_noise(x, generators)
+        if self.noise is None:
+            noise = gaussian_noise(x, run.generators)
+        else:
+            noise = self.noise(denoiser, x, t, self.cfg, run)
         x_noisy = noised(x, noise, a, b)
         with torch.inference_mode():
             x0 = denoiser(x_noisy, sigma, self.cfg, self.extra)

@@ -3,21 +3,19 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .denoiser import Denoiser
 from .losses import target_loss
+from .run import Run, item_generators
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 LR_SCHEDULES = ("constant", "cosine")
 
 
 class Loss(Protocol):
-    def gradient(
-        self, denoiser: Denoiser, x: Tensor, progress: float, generators: list[torch.Generator]
-    ) -> Tensor: ...
+    def gradient(self, denoiser: Denoiser, x: Tensor, run: Run) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -56,12 +54,6 @@ StepCallback = Callable[[int, Tensor], None]
 """Called after every step with (step index, current latents); raising from it stops the run."""
 
 
-def item_generators(seed: int, batch: int) -> list[torch.Generator]:
-    """Independent CPU generators, one per batch item, derived from one seed (numpy's SeedSequence)."""
-    states = [s.generate_state(1, np.uint64)[0] for s in np.random.SeedSequence(seed).spawn(batch)]
-    return [torch.Generator().manual_seed(int(s)) for s in states]
-
-
 def check_finite(name: str, x: Tensor) -> None:
     if not torch.isfinite(x).all():
         raise ValueError(
@@ -75,18 +67,18 @@ def optimize(
 ) -> tuple[Tensor, History]:
     """Minimize the distillation loss over a batch of latents [B, ...] in model space; returns them detached."""
     check_finite("latent", latent)
-    generators = item_generators(settings.seed, latent.shape[0])
+    run = Run(item_generators(settings.seed, latent.shape[0]), settings.steps)
     history = History([], [])
     with torch.inference_mode(False), torch.enable_grad():
         init = latent.detach().clone().float()
         x = init.clone().requires_grad_(True)
         opt = OPTIMIZERS[settings.optimizer]([x], lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
         for step in range(settings.steps):
-            progress = step / max(settings.steps - 1, 1)
+            run.step = step
             if settings.lr_schedule == "cosine":
                 for group in opt.param_groups:
-                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * progress))
-            g = loss.gradient(denoiser, x, progress, generators)
+                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * run.progress))
+            g = loss.gradient(denoiser, x, run)
             objective = target_loss(x, g)
             if settings.l2_to_init > 0:
                 objective = objective + settings.l2_to_init * 0.5 * (x - init).pow(2).sum() / x.shape[0]

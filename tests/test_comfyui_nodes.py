@@ -39,7 +39,7 @@ def pack_gradient(loss, latent, seed=0):
     def run(denoiser, x):
         gens = distill.item_generators(seed, x.shape[0])
         draws = copies(gens)
-        seen["g"] = loss.loss.gradient(denoiser, x, 0.0, gens)
+        seen["g"] = loss.loss.gradient(denoiser, x, distill.Run(gens))
         seen["t"] = torch.stack([loss.loss.t_min + (loss.loss.t_max - loss.loss.t_min)
                                  * torch.rand((), generator=g, dtype=torch.float64) for g in draws])
         seen["eps"] = None

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from analytic import GaussianDenoiser, fourier_filter
-from distill import ScoreDistillation, item_generators, target_loss
+from distill import Run, ScoreDistillation, item_generators, target_loss
 from distill.schedule import sigma_at
 
 SHAPE = (4, 16, 16)
@@ -46,7 +46,7 @@ def test_sds_gradient_equals_closed_form(flow, cfg):
     loss = ScoreDistillation(cfg=cfg, weighting="sds")
     gens = item_generators(7, 3)
     t, eps = draws(loss, copies(gens), x.shape)
-    g = loss.gradient(den, x, 0.0, gens)
+    g = loss.gradient(den, x, Run(gens))
 
     sigma = sigma_at(den.sigmas, t).float()
     if flow:  # (1 − σ)x + σε = (1 − σ)(x + σ/(1 − σ)·ε): the VE level σ/(1 − σ) with the same ε
@@ -63,7 +63,7 @@ def test_sds_gradient_equals_closed_form(flow, cfg):
 def test_weighting_ratios_are_one_minus_alpha_bar_and_fantasia3d():
     den = GaussianDenoiser(SHAPE, means=class_means())
     x = den.sample(4, "positive", torch.Generator().manual_seed(3))
-    grads = {w: ScoreDistillation(cfg=7.5, weighting=w).gradient(den, x, 0.0, item_generators(5, 4))
+    grads = {w: ScoreDistillation(cfg=7.5, weighting=w).gradient(den, x, Run(item_generators(5, 4)))
              for w in ("sds", "uniform", "fantasia3d")}
     t, _ = draws(ScoreDistillation(), item_generators(5, 4), x.shape)
     abar = (1 / (1 + sigma_at(den.sigmas, t) ** 2)).float().view(-1, 1, 1, 1)
@@ -74,8 +74,8 @@ def test_weighting_ratios_are_one_minus_alpha_bar_and_fantasia3d():
 def test_cfg_one_evaluates_only_the_positive_branch():
     den = GaussianDenoiser(SHAPE, means=class_means())
     x = torch.zeros(2, *SHAPE)
-    ScoreDistillation(cfg=1.0).gradient(den, x, 0.0, item_generators(0, 2))
-    ScoreDistillation(cfg=7.5).gradient(den, x, 0.0, item_generators(0, 2))
+    ScoreDistillation(cfg=1.0).gradient(den, x, Run(item_generators(0, 2)))
+    ScoreDistillation(cfg=7.5).gradient(den, x, Run(item_generators(0, 2)))
     assert den.calls == [(2, ("positive",)), (4, ("positive", "negative"))]
 
 
@@ -98,7 +98,7 @@ def test_gradient_is_cleaned_and_clipped():
             return out
 
     den = Broken(SHAPE, means=class_means())
-    g = ScoreDistillation(cfg=100.0, grad_clip=0.5).gradient(den, torch.zeros(1, *SHAPE), 0.0, item_generators(0, 1))
+    g = ScoreDistillation(cfg=100.0, grad_clip=0.5).gradient(den, torch.zeros(1, *SHAPE), Run(item_generators(0, 1)))
     assert torch.isfinite(g).all()
     assert g.abs().max() <= 0.5
     assert g[0, 0, 0, :2].tolist() == [0.0, 0.0]
@@ -142,7 +142,7 @@ def test_nfsd_gradient_equals_closed_form_on_each_side_of_the_threshold(t_min, t
     loss = nfsd_loss(threshold=0.2, t_min=t_min, t_max=t_max)
     gens = item_generators(7, 3)
     t, eps = draws(loss, copies(gens), x.shape)
-    g = loss.gradient(den, x, 0.0, gens)
+    g = loss.gradient(den, x, Run(gens))
     sigma = sigma_at(den.sigmas, t).float()
     e = {b: closed_form_eps(den, x, eps, sigma, b) for b in ("positive", "negative", "nfsd_negative")}
     domain = e["negative"] - e["nfsd_negative"] if above else e["negative"]  # eq. 6
@@ -159,7 +159,7 @@ def test_nfsd_threshold_is_decided_per_item():
     gens = item_generators(3, 64)
     t, eps = draws(loss, copies(gens), x.shape)
     assert (t < 0.5).any() and (t >= 0.5).any()
-    g = loss.gradient(den, x, 0.0, gens)
+    g = loss.gradient(den, x, Run(gens))
     sigma = sigma_at(den.sigmas, t).float()
     e = {b: closed_form_eps(den, x, eps, sigma, b) for b in ("positive", "negative", "nfsd_negative")}
     above = (t >= 0.5).float().view(-1, 1, 1, 1)
@@ -175,9 +175,9 @@ def test_nfsd_gradient_ignores_the_sampled_noise():
     den = nfsd_prior()
     x = den.sample(2, "positive", torch.Generator().manual_seed(2))
     loss = nfsd_loss(threshold=0.2, t_min=0.3, t_max=0.3 + 1e-6, weighting="uniform")
-    g1 = loss.gradient(den, x, 0.0, item_generators(1, 2))
-    g2 = loss.gradient(den, x, 0.0, item_generators(2, 2))
+    g1 = loss.gradient(den, x, Run(item_generators(1, 2)))
+    g2 = loss.gradient(den, x, Run(item_generators(2, 2)))
     ulps = 4 * torch.finfo(torch.float32).eps * (1 + 7.5) * g1.abs().max()
     assert (g1 - g2).abs().max() < ulps
     sds = ScoreDistillation(cfg=7.5, t_min=0.3, t_max=0.3 + 1e-6, weighting="uniform")
-    assert (sds.gradient(den, x, 0.0, item_generators(1, 2)) - sds.gradient(den, x, 0.0, item_generators(2, 2))).abs().max() > 100 * ulps
+    assert (sds.gradient(den, x, Run(item_generators(1, 2))) - sds.gradient(den, x, Run(item_generators(2, 2)))).abs().max() > 100 * ulps

@@ -1,10 +1,11 @@
-"""Optimize Latent with SDS: per-iteration time and peak memory against one bare cond+uncond forward.
+"""Per-iteration cost of Optimize Latent with each loss, against bare batched forwards of the same model.
 
-The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
+Rows: SDS step / bare cond+uncond forward (time and peak memory); NFSD step / bare 3-branch forward
+and NFSD / SDS. The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
 levels, context 768) but narrow enough for a CPU. Both are timed side by side in this one run; peak
 memory is measured in a fresh child process per phase. Needs ComfyUI, found as the tests find it.
 
-    python benchmarks/sds_step.py [--channels 64] [--latent 32] [--steps 20] [--device cpu|cuda]
+    python benchmarks/step_cost.py [--channels 64] [--latent 32] [--steps 20] [--device cpu|cuda]
 """
 import argparse
 import json
@@ -37,32 +38,41 @@ def setup(args):
     if args.device != "cpu":
         model.load_device = torch.device(args.device)
     comfy.model_management.load_models_gpu([model])
-    pos, neg = harness.conditioning(1, 77, 768), harness.conditioning(2, 77, 768)
-    return model, pos, neg
+    return model, [harness.conditioning(seed, 77, 768) for seed in (1, 2, 3)]
 
 
-def bare_forward(model, pos, neg, latent):
-    """One cond+uncond forward of the network as one batch, nothing else."""
+def bare_forward(model, conds, latent):
+    """One forward of the network on one batch holding every branch, nothing else."""
     device = model.load_device
-    x = torch.randn(2, *latent.shape[1:], device=device)
-    sigma = torch.full((2,), 3.0, device=device)
-    ctx = torch.cat([pos[0][0], neg[0][0]]).to(device)
+    x = torch.randn(len(conds), *latent.shape[1:], device=device)
+    sigma = torch.full((len(conds),), 3.0, device=device)
+    ctx = torch.cat([c[0][0] for c in conds]).to(device)
     with torch.inference_mode():
         model.model.apply_model(x, sigma, c_crossattn=ctx)
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def sds_run(model, pos, neg, latent, steps):
-    """Optimize Latent with SDS for `steps`; returns the wall time of every step."""
+COMMON = dict(weighting="sds", t_min=0.02, t_max=0.98, t_schedule="uniform", grad_clip=0.0)
+
+
+def sds_loss(model, pos, neg):
+    return harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=100.0, **COMMON).args[0]
+
+
+def nfsd_loss(model, pos, neg, nfsd_neg):
+    return harness.run_node("DistillNFSDGuidance", model=model, positive=pos, negative=neg, nfsd_negative=nfsd_neg,
+                            cfg=7.5, threshold=0.2, **COMMON).args[0]
+
+
+def optimize_run(loss, latent, steps):
+    """Optimize Latent for `steps`; returns the wall time of every step after the first."""
     import comfy.utils
 
     stamps = []
     old = comfy.utils.PROGRESS_BAR_HOOK
     comfy.utils.set_progress_bar_global_hook(lambda *a, **k: stamps.append(time.perf_counter()))
     try:
-        loss = harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=100.0,
-                                weighting="sds", t_min=0.02, t_max=0.98, t_schedule="uniform", grad_clip=0.0).args[0]
         harness.run_node("DistillOptimizeLatent", latent={"samples": latent}, loss=loss, steps=steps, learning_rate=0.1,
                          optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0)
     finally:
@@ -80,7 +90,7 @@ def peak_memory(args, phase: str) -> float:
 def measure_memory_in_this_process(args):
     import psutil
 
-    model, pos, neg = setup(args)
+    model, (pos, neg, _) = setup(args)
     latent = torch.zeros(1, 4, args.latent, args.latent)
     if args.device == "cuda":
         torch.cuda.synchronize()
@@ -89,9 +99,9 @@ def measure_memory_in_this_process(args):
     else:
         base = psutil.Process().memory_info().rss
     if args.memory_of == "forward":
-        bare_forward(model, pos, neg, latent)
+        bare_forward(model, [pos, neg], latent)
     else:
-        sds_run(model, pos, neg, latent, 3)
+        optimize_run(sds_loss(model, pos, neg), latent, 3)
     peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"mib": (peak - base) / 2**20}))
 
@@ -107,27 +117,31 @@ def main():
     if args.memory_of:
         return measure_memory_in_this_process(args)
 
-    model, pos, neg = setup(args)
+    model, (pos, neg, nfsd_neg) = setup(args)
     params = sum(t.numel() for t in model.model.diffusion_model.parameters())
     latent = torch.zeros(1, 4, args.latent, args.latent)
+    losses = {"sds": sds_loss(model, pos, neg), "nfsd": nfsd_loss(model, pos, neg, nfsd_neg)}
+    bare = {"2-branch": [pos, neg], "3-branch": [pos, neg, nfsd_neg]}
     for _ in range(3):
-        bare_forward(model, pos, neg, latent)
-    forward, step = [], []
-    for _ in range(3):  # interleaved, so drift in machine load hits both alike
-        for _ in range(args.steps):
-            t0 = time.perf_counter()
-            bare_forward(model, pos, neg, latent)
-            forward.append(time.perf_counter() - t0)
-        step += sds_run(model, pos, neg, latent, args.steps + 1)
-    f, s = statistics.median(forward), statistics.median(step)
+        bare_forward(model, bare["3-branch"], latent)
+    times = {k: [] for k in [*bare, *losses]}
+    for _ in range(3):  # interleaved, so drift in machine load hits every row alike
+        for name, conds in bare.items():
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                bare_forward(model, conds, latent)
+                times[name].append(time.perf_counter() - t0)
+        for name, loss in losses.items():
+            times[name] += optimize_run(loss, latent, args.steps + 1)
+    t = {k: statistics.median(v) for k, v in times.items()}
     mem_f, mem_s = peak_memory(args, "forward"), peak_memory(args, "sds")
     print(f"model: SD1.5-shaped UNet, {args.channels} channels, {params / 1e6:.1f}M parameters; "
           f"latent 1x4x{args.latent}x{args.latent}; device {args.device}; torch {torch.__version__}")
-    print(f"bare cond+uncond forward (batch 2): {f * 1e3:.1f} ms   SDS step: {s * 1e3:.1f} ms")
-    print(f"time  ratio SDS step / bare forward: {s / f:.3f}")
-    print(f"peak  memory bare forward: {mem_f:.1f} MiB   SDS run: {mem_s:.1f} MiB")
-    print(f"memory ratio SDS / bare forward: {mem_s / max(mem_f, 1e-9):.3f}")
-
+    print("median per-iteration ms: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in t.items()))
+    print(f"time   SDS step / bare 2-branch forward: {t['sds'] / t['2-branch']:.3f}")
+    print(f"time   NFSD step / bare 3-branch forward: {t['nfsd'] / t['3-branch']:.3f}")
+    print(f"time   NFSD step / SDS step: {t['nfsd'] / t['sds']:.3f}")
+    print(f"memory peak bare 2-branch forward {mem_f:.1f} MiB, SDS run {mem_s:.1f} MiB: ratio {mem_s / max(mem_f, 1e-9):.3f}")
 
 if __name__ == "__main__":
     main()
