@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from ..distill import T_SCHEDULES, WEIGHTINGS, ScoreDistillation
 from .checks import check_conditioning
-from .types import CATEGORY, DistillLoss, DistillLossType
+from .types import CATEGORY, DistillLoss, DistillLossType, DistillNoiseType
 
 
 def timestep_inputs() -> list:
@@ -54,6 +54,9 @@ class SDSLoss(io.ComfyNode):
                                tooltip="Guidance scale in the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). SDS needs "
                                        "it high: DreamFusion uses 100. At 1 the negative branch is skipped."),
                 *timestep_inputs(),
+                DistillNoiseType.Input("noise", optional=True,
+                                       tooltip="Where each step's noise comes from; leave empty for fresh random "
+                                               "noise (DreamFusion), or connect DDIM-Invert Noise for SDI."),
             ],
             outputs=[DistillLossType.Output(display_name="loss")],
         )
@@ -63,8 +66,9 @@ class SDSLoss(io.ComfyNode):
         return check_timesteps(t_min, t_max)
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, weighting, t_min, t_max, t_schedule, grad_clip) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, cfg, weighting, t_min, t_max, t_schedule, grad_clip,
+                noise=None) -> io.NodeOutput:
         check_conditioning("negative", negative, positive)
         loss = ScoreDistillation(cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max,
-                                 t_schedule=t_schedule, grad_clip=grad_clip)
+                                 t_schedule=t_schedule, grad_clip=grad_clip, noise=noise)
         return io.NodeOutput(DistillLoss(model, {"positive": positive, "negative": negative}, loss))

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from ..distill import ScoreDistillation
 
 DistillLossType = io.Custom("DISTILL_LOSS")
+DistillNoiseType = io.Custom("DISTILL_NOISE")
 
 CATEGORY = "score_distillation"
 

@@ -222,7 +222,7 @@ def test_bad_steps_and_timesteps_are_named(comfy):
 
 
 def test_every_input_has_a_tooltip_and_one_category(comfy):
-    for node_id in ("DistillSDSLoss", "DistillNFSDGuidance", "DistillOptimizeLatent"):
+    for node_id in ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillOptimizeLatent"):
         schema = comfy.NODE_CLASS_MAPPINGS[node_id].define_schema()
         assert schema.category == "score_distillation"
         assert all(i.tooltip for i in schema.inputs), [i.id for i in schema.inputs if not i.tooltip]
@@ -261,3 +261,38 @@ def test_nfsd_negative_missing_or_of_another_width_is_named():
         nfsd_loss(tiny_model("eps"), nfsd_negative=[])
     with pytest.raises(ValueError, match="nfsd_negative: its conditioning is 32 wide but positive's is 64"):
         nfsd_loss(tiny_model("eps"), nfsd_negative=conditioning(3, width=32))
+
+
+def ddim_noise(**kw):
+    args = dict(inversion_steps=10, inversion_cfg=-7.5, eta=0.3, eta_placement="end", tau_jitter=False,
+                variant="renoise", refresh_every=1) | kw
+    return run_node("DistillDDIMInvertNoise", **args).args[0]
+
+
+def sdi_loss(model, noise):
+    return sds_loss(model, cfg=7.5, t_min=0.2, t_max=0.98, t_schedule="linear_anneal", noise=noise)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sdi_model_calls_per_step_are_its_inversion_grid_plus_one(kind):
+    steps = 5
+    model, batches = counting(tiny_model(kind))
+    out, _ = optimize_latent(sdi_loss(model, ddim_noise()), steps=steps)
+    distill, inversion = pack("distill"), pack("distill.inversion")
+    gens = distill.item_generators(0, SHAPE[0])
+    expected = []
+    for step in range(steps):
+        t = pack("distill.timesteps").sample_fractions("linear_anneal", 0.2, 0.98, step / (steps - 1), gens)
+        expected += [2 * SHAPE[0]] * (len(inversion.inversion_grid(float(t[0]), 10)) - 1) + [2 * SHAPE[0]]
+    assert batches == expected
+    assert torch.isfinite(out["samples"]).all()
+
+
+def test_refresh_every_cuts_inversion_calls_by_about_k():
+    steps = 20
+    calls = {}
+    for k in (1, 5):
+        model, batches = counting(tiny_model("eps"))
+        optimize_latent(sdi_loss(model, ddim_noise(refresh_every=k)), steps=steps)
+        calls[k] = len(batches) - steps  # the loss's own evaluation is one call per step
+    assert 4 <= calls[1] / calls[5] <= 6.5, calls

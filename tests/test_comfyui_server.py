@@ -5,7 +5,7 @@ from comfy_harness import COMFYUI, SKIP_REASON, Server
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(COMFYUI is None, reason=SKIP_REASON)]
 
-PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillOptimizeLatent")
+PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillOptimizeLatent")
 
 
 @pytest.fixture(scope="module")
