@@ -1,7 +1,7 @@
 """Per-iteration cost of Optimize Latent with each loss, against bare batched forwards of the same model.
 
 Rows: SDS step / bare cond+uncond forward (time and peak memory); NFSD step / bare 3-branch forward
-and NFSD / SDS. The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
+and NFSD / SDS; SDI (DDIM-Invert Noise, t annealed 0.98 → 0.2) / SDS at refresh_every 1 and 10. The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
 levels, context 768) but narrow enough for a CPU. Both are timed side by side in this one run; peak
 memory is measured in a fresh child process per phase. Needs ComfyUI, found as the tests find it.
 
@@ -65,6 +65,15 @@ def nfsd_loss(model, pos, neg, nfsd_neg):
                             cfg=7.5, threshold=0.2, **COMMON).args[0]
 
 
+def sdi_loss(model, pos, neg, refresh_every):
+    noise = harness.run_node("DistillDDIMInvertNoise", inversion_steps=10, inversion_cfg=-7.5, eta=0.3,
+                             eta_placement="end", tau_jitter=True, variant="renoise",
+                             refresh_every=refresh_every).args[0]
+    args = COMMON | {"t_min": 0.2, "t_schedule": "linear_anneal"}
+    return harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=7.5, noise=noise,
+                            **args).args[0]
+
+
 def optimize_run(loss, latent, steps):
     """Optimize Latent for `steps`; returns the wall time of every step after the first."""
     import comfy.utils
@@ -110,7 +119,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--latent", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--memory-of", choices=["forward", "sds"], help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -120,12 +129,13 @@ def main():
     model, (pos, neg, nfsd_neg) = setup(args)
     params = sum(t.numel() for t in model.model.diffusion_model.parameters())
     latent = torch.zeros(1, 4, args.latent, args.latent)
-    losses = {"sds": sds_loss(model, pos, neg), "nfsd": nfsd_loss(model, pos, neg, nfsd_neg)}
+    losses = {"sds": sds_loss(model, pos, neg), "nfsd": nfsd_loss(model, pos, neg, nfsd_neg),
+              "sdi refresh 1": sdi_loss(model, pos, neg, 1), "sdi refresh 10": sdi_loss(model, pos, neg, 10)}
     bare = {"2-branch": [pos, neg], "3-branch": [pos, neg, nfsd_neg]}
     for _ in range(3):
         bare_forward(model, bare["3-branch"], latent)
     times = {k: [] for k in [*bare, *losses]}
-    for _ in range(3):  # interleaved, so drift in machine load hits every row alike
+    for _ in range(2):  # interleaved, so drift in machine load hits every row alike
         for name, conds in bare.items():
             for _ in range(args.steps):
                 t0 = time.perf_counter()
@@ -133,14 +143,17 @@ def main():
                 times[name].append(time.perf_counter() - t0)
         for name, loss in losses.items():
             times[name] += optimize_run(loss, latent, args.steps + 1)
-    t = {k: statistics.median(v) for k, v in times.items()}
+    # bare forwards: median; loss steps: mean, since an SDI step's cost follows its annealed t
+    t = {k: (statistics.median if k in bare else statistics.mean)(v) for k, v in times.items()}
     mem_f, mem_s = peak_memory(args, "forward"), peak_memory(args, "sds")
     print(f"model: SD1.5-shaped UNet, {args.channels} channels, {params / 1e6:.1f}M parameters; "
           f"latent 1x4x{args.latent}x{args.latent}; device {args.device}; torch {torch.__version__}")
-    print("median per-iteration ms: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in t.items()))
+    print("per-iteration ms (bare forwards: median; loss steps: mean): " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in t.items()))
     print(f"time   SDS step / bare 2-branch forward: {t['sds'] / t['2-branch']:.3f}")
     print(f"time   NFSD step / bare 3-branch forward: {t['nfsd'] / t['3-branch']:.3f}")
     print(f"time   NFSD step / SDS step: {t['nfsd'] / t['sds']:.3f}")
+    for k in (1, 10):
+        print(f"time   SDI step (refresh_every {k}) / SDS step: {t[f'sdi refresh {k}'] / t['sds']:.3f}")
     print(f"memory peak bare 2-branch forward {mem_f:.1f} MiB, SDS run {mem_s:.1f} MiB: ratio {mem_s / max(mem_f, 1e-9):.3f}")
 
 if __name__ == "__main__":
