@@ -24,26 +24,52 @@ class NoiseSource(Protocol):
 
 
 class Evaluation(NamedTuple):
-    """Everything one step of a loss knows: the latent, its noising and the model's predictions."""
+    """Everything one step of a loss knows: the latent, its noising, w(t) and the model's predictions.
+
+    x0 and eps hold one entry per evaluated branch and "cfg" (the guided prediction); a branch that
+    the loss re-evaluates at a freshly noised latent appears in x0 as "<branch>@fresh".
+    """
 
     x: Tensor
     noise: Tensor
     t: Tensor
+    w: Tensor
+    cfg: float
+    x0: dict[str, Tensor]
     eps: dict[str, Tensor]
 
 
 def sds_direction(ev: Evaluation) -> Tensor:
-    """DreamFusion eq. 3 without w(t): CFG_ω(x_t) − ε."""
-    return ev.eps["cfg"] - ev.noise
+    """DreamFusion eq. 3: w(t)·(CFG_ω(x_t) − ε)."""
+    return ev.w * (ev.eps["cfg"] - ev.noise)
 
 
 def nfsd_direction(ev: Evaluation, threshold: float) -> Tensor:
-    """NFSD eq. 7 without w(t): δ_D + s·δ_C = CFG_s − [t ≥ threshold]·ε̂_neg (δ_D of eq. 6, per item).
+    """NFSD eq. 7: w(t)·(δ_D + s·δ_C) = w(t)·(CFG_s − [t ≥ threshold]·ε̂_neg), δ_D of eq. 6 per item.
 
     Below the threshold δ_D = ε̂_u, above it δ_D = ε̂_u − ε̂_neg; the sampled ε never enters.
     """
     above = per_item((ev.t >= threshold).to(ev.x), ev.x)
-    return ev.eps["cfg"] - above * ev.eps["nfsd_negative"]
+    return ev.w * (ev.eps["cfg"] - above * ev.eps["nfsd_negative"])
+
+
+def normalize_to(b: Tensor, ref: Tensor) -> Tensor:
+    """LMC eq. 10's normalization: b rescaled per item to ref's standard deviation, keeping b's own mean."""
+    dims = tuple(range(1, b.ndim))
+    mean = b.mean(dims, keepdim=True)
+    return ref.std(dims, keepdim=True) / b.std(dims, keepdim=True).clamp_min(1e-12) * (b - mean) + mean
+
+
+def lmc_direction(ev: Evaluation, corrector: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """LMC-SDS: (L_lmc + ω·L_cond)/ω = [b̂_norm(x, t) − ẑ_t + w(t)·(CFG_ω − ε̂_u)] / ω  (eq. 9 and §4).
+
+    ẑ_t is the unconditional x0-prediction (at a freshly noised latent when L_cond's ε is fixed);
+    b̂ is normalized to ẑ_t as in eq. 10; the lmc term has no weighting and no Jacobian.
+    """
+    z_hat = ev.x0.get("negative@fresh", ev.x0["negative"])
+    with torch.no_grad():
+        b = normalize_to(corrector(ev.x, ev.t), z_hat)
+    return (b - z_hat + ev.w * (ev.eps["cfg"] - ev.eps["negative"])) / ev.cfg
 
 
 def gaussian_noise(x: Tensor, generators: list[torch.Generator]) -> Tensor:
@@ -51,13 +77,21 @@ def gaussian_noise(x: Tensor, generators: list[torch.Generator]) -> Tensor:
     return torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)
 
 
+def fixed_noise(denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) -> Tensor:
+    """One ε per item for the whole run, drawn at its first step (LMC-SDS's diversity option)."""
+    if "fixed_noise" not in run.cache:
+        run.cache["fixed_noise"] = gaussian_noise(x, run.generators)
+    return run.cache["fixed_noise"]
+
+
 @dataclass(frozen=True)
 class ScoreDistillation:
     """A score-distillation loss: timesteps, noising, one model evaluation, a direction, w(t).
 
-    ``direction`` maps an Evaluation to the unweighted gradient; ``extra`` names the conditioning
-    branches it needs besides positive/negative. cfg is the standard form ε̂_u + cfg·(ε̂_c − ε̂_u).
-    ``noise`` replaces the fresh Gaussian ε of each step (e.g. by DDIM inversion, SDI).
+    ``direction`` maps an Evaluation to the gradient; ``extra`` names the conditioning branches it
+    needs besides positive/negative. cfg is the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). ``noise``
+    replaces the fresh Gaussian ε of each step (DDIM inversion for SDI, a fixed ε for LMC-SDS);
+    ``resample`` names branches also evaluated at a latent noised with a fresh ε, in the same batch.
     """
 
     direction: Callable[[Evaluation], Tensor] = sds_direction
@@ -69,6 +103,7 @@ class ScoreDistillation:
     grad_clip: float = 0.0
     extra: tuple[str, ...] = field(default=())
     noise: NoiseSource | None = None
+    resample: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
         if not 0 <= self.t_min < self.t_max <= 1:
@@ -94,10 +129,18 @@ class ScoreDistillation:
         else:
             noise = self.noise(denoiser, x, t, self.cfg, run)
         x_noisy = noised(x, noise, a, b)
+        batch, batch_sigma = x_noisy, sigma
+        if self.resample:
+            batch = torch.cat([x_noisy, noised(x, gaussian_noise(x, run.generators), a, b)])
+            batch_sigma = torch.cat([sigma, sigma])
         with torch.inference_mode():
-            x0 = denoiser(x_noisy, sigma, self.cfg, self.extra)
-        eps = {k: eps_from_x0(x_noisy, v.clone().to(x), a, b) for k, v in x0.items()}
-        g = WEIGHTINGS[self.weighting](alpha_bar(a, b)) * self.direction(Evaluation(x, noise, t, eps))
+            out = denoiser(batch, batch_sigma, self.cfg, self.extra)
+        n = len(x)
+        x0 = {k: v[:n].clone().to(x) for k, v in out.items()}
+        x0 |= {f"{k}@fresh": out[k][n:].clone().to(x) for k in self.resample}
+        eps = {k: eps_from_x0(x_noisy, v, a, b) for k, v in x0.items() if not k.endswith("@fresh")}
+        w = WEIGHTINGS[self.weighting](alpha_bar(a, b))
+        g = self.direction(Evaluation(x, noise, t, w, self.cfg, x0, eps))
         g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
         if self.grad_clip > 0:
             g = g.clamp(-self.grad_clip, self.grad_clip)
