@@ -17,9 +17,8 @@ from PIL import Image, ImageDraw
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
 from analytic import GaussianDenoiser  # noqa: E402
-from distill import DDIMInversion, ScoreDistillation, Settings, ddim_step, optimize  # noqa: E402
-from distill.inversion import inversion_grid  # noqa: E402
-from distill.schedule import eps_from_x0, sigma_at  # noqa: E402
+from distill import DDIMInversion, ScoreDistillation, Settings, ddim_sample, optimize  # noqa: E402
+from distill.schedule import sigma_at  # noqa: E402
 
 SHAPE, BANDS = (4, 32, 32), 8
 
@@ -34,19 +33,6 @@ def band_power(x: torch.Tensor) -> list[float]:
     power = torch.fft.fft2(x, norm="ortho").abs().pow(2).mean(dim=(0, 1))
     idx = band_index()
     return [power[idx == b].mean().item() for b in range(BANDS)]
-
-
-def ddim_samples(den: GaussianDenoiser, n: int, steps: int, seed: int) -> torch.Tensor:
-    grid = inversion_grid(0.98, steps)[::-1]
-    s = sigma_at(den.sigmas, torch.tensor([0.98] * n))
-    a, b = (c.view(-1, 1, 1, 1) for c in den.coefficients(s))
-    x = b * torch.randn((n, *SHAPE), generator=torch.Generator().manual_seed(seed))
-    for t_from, t_to in zip(grid, grid[1:]):
-        (a, b), (a_to, b_to) = ((c.view(-1, 1, 1, 1) for c in den.coefficients(sigma_at(den.sigmas, torch.tensor([t] * n))))
-                                for t in (t_from, t_to))
-        x0 = den(x, sigma_at(den.sigmas, torch.tensor([t_from] * n)), 1.0)["cfg"]
-        x = ddim_step(x0, eps_from_x0(x, x0, a, b), a_to, b_to)
-    return x
 
 
 def plot(rows: dict[str, list[float]], path: Path) -> None:
@@ -80,7 +66,7 @@ def main():
     sds, _ = optimize(start, ScoreDistillation(**common), den, settings)
     sdi, _ = optimize(start, ScoreDistillation(**common, noise=DDIMInversion(cfg=1.0)), den, settings)
     rows = {"prior spectrum": band_power(den.sample(256, generator=torch.Generator().manual_seed(1))),
-            "DDIM sampling (50 steps)": band_power(ddim_samples(den, 64, 50, 2)),
+            "DDIM sampling (50 steps)": band_power(ddim_sample(den, torch.randn((64, *SHAPE), generator=torch.Generator().manual_seed(2)), 50)),
             "SDS": band_power(sds), "SDI": band_power(sdi)}
     print("band " + " ".join(f"{b:>9d}" for b in range(BANDS)) + "   (power relative to the prior)")
     for name, vals in rows.items():

@@ -112,3 +112,20 @@ class DDIMInversion:
         level = t_end if self.variant == "renoise" else t
         a, b = (per_item(c, x) for c in denoiser.coefficients(sigma_at(denoiser.sigmas, level).to(x)))
         return (x_inv - a * x) / b
+
+
+def ddim_sample(denoiser: Denoiser, noise: Tensor, steps: int, cfg: float = 1.0) -> Tensor:
+    """Deterministic DDIM from pure noise at t = 1 down the grid 1, (n−1)/n, …, 0: ddim_invert's walk
+    reversed, ending as the clean latent (the state at the schedule's start divided by its a)."""
+    grid = inversion_grid(1.0, steps)[::-1]
+    sigmas, n = denoiser.sigmas, len(noise)
+    levels = [sigma_at(sigmas, torch.full((n,), t)).to(noise) for t in grid]
+    coefficients = [tuple(per_item(c, noise) for c in denoiser.coefficients(s)) for s in levels]
+    x = coefficients[0][1] * noise
+    for k in range(steps):
+        (a, b), (a_to, b_to) = coefficients[k], coefficients[k + 1]
+        with torch.inference_mode():
+            x0 = denoiser(x, levels[k], cfg)["cfg"]
+        x0 = x0.clone().to(noise)
+        x = ddim_step(x0, eps_from_x0(x, x0, a, b), a_to, b_to)
+    return x / coefficients[-1][0]

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .denoiser import Denoiser
 from .run import Run
@@ -60,7 +60,7 @@ def normalize_to(b: Tensor, ref: Tensor) -> Tensor:
     return ref.std(dims, keepdim=True) / b.std(dims, keepdim=True).clamp_min(1e-12) * (b - mean) + mean
 
 
-def lmc_direction(ev: Evaluation, corrector: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+def lmc_direction(ev: Evaluation, corrector: nn.Module) -> Tensor:
     """LMC-SDS: (L_lmc + ω·L_cond)/ω = [b̂_norm(x, t) − ẑ_t + w(t)·(CFG_ω − ε̂_u)] / ω  (eq. 9 and §4).
 
     ẑ_t is the unconditional x0-prediction (at a freshly noised latent when L_cond's ε is fixed);
@@ -68,7 +68,7 @@ def lmc_direction(ev: Evaluation, corrector: Callable[[Tensor, Tensor], Tensor])
     """
     z_hat = ev.x0.get("negative@fresh", ev.x0["negative"])
     with torch.no_grad():
-        b = normalize_to(corrector(ev.x, ev.t), z_hat)
+        b = normalize_to(corrector.to(ev.x.device)(ev.x, ev.t), z_hat)
     return (b - z_hat + ev.w * (ev.eps["cfg"] - ev.eps["negative"])) / ev.cfg
 
 

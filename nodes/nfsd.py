@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..distill import ScoreDistillation, nfsd_direction
 from .checks import check_conditioning
-from .sds import check_timesteps, timestep_inputs
+from .sds import check_timesteps, resolve_weighting, timestep_inputs
 from .types import CATEGORY, DistillLoss, DistillLossType
 
 NFSD_NEGATIVE_PROMPT = ("unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, "
@@ -51,7 +51,7 @@ class NFSDGuidance(io.ComfyNode):
         check_conditioning("negative", negative, positive)
         check_conditioning("nfsd_negative", nfsd_negative, positive)
         loss = ScoreDistillation(direction=partial(nfsd_direction, threshold=threshold), extra=("nfsd_negative",),
-                                 cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max, t_schedule=t_schedule,
+                                 cfg=cfg, weighting=resolve_weighting(weighting), t_min=t_min, t_max=t_max, t_schedule=t_schedule,
                                  grad_clip=grad_clip)
         conds = {"positive": positive, "negative": negative, "nfsd_negative": nfsd_negative}
         return io.NodeOutput(DistillLoss(model, conds, loss))

@@ -1,17 +1,22 @@
-"""The "SDS Loss" node: DreamFusion score distillation with a loaded model."""
+"""The "SDS Loss" node: DreamFusion score distillation with a loaded model; LMC-SDS with a corrector."""
+from functools import partial
+
 from comfy_api.latest import io
 
-from ..distill import T_SCHEDULES, WEIGHTINGS, ScoreDistillation
+from ..distill import T_SCHEDULES, WEIGHTINGS, ScoreDistillation, lmc_direction, sds_direction
+from ..distill import fixed_noise as fixed_noise_source
 from .checks import check_conditioning
-from .types import CATEGORY, DistillLoss, DistillLossType, DistillNoiseType
+from .correctors import check_corrector_fits
+from .types import CATEGORY, DistillLoss, DistillLossType, DistillNoiseType, LMCCorrectorType
 
 
 def timestep_inputs() -> list:
     """t range, schedule and weighting inputs, shared by every score-distillation loss node."""
     return [
-        io.Combo.Input("weighting", options=list(WEIGHTINGS), default="sds",
+        io.Combo.Input("weighting", options=["auto", *WEIGHTINGS], default="auto",
                        tooltip="w(t): 'sds' = 1 − ᾱ_t (DreamFusion), 'uniform' = 1, "
-                               "'fantasia3d' = √ᾱ_t·(1 − ᾱ_t)."),
+                               "'fantasia3d' = √ᾱ_t·(1 − ᾱ_t). 'auto' = 'sds', except 'uniform' for LMC-SDS "
+                               "(a corrector connected), as its paper."),
         io.Float.Input("t_min", default=0.02, min=0.0, max=1.0, step=0.01,
                        tooltip="Smallest noise level, as a fraction of the model's noise schedule "
                                "(0 = least noise, 1 = most; 0.02 ≈ timestep 20 of 1000). Works the same "
@@ -26,6 +31,12 @@ def timestep_inputs() -> list:
         io.Float.Input("grad_clip", default=0.0, min=0.0, max=100.0, step=0.01,
                        tooltip="Clip every gradient element to ±this value; 0 turns clipping off."),
     ]
+
+
+def resolve_weighting(weighting: str, lmc: bool = False) -> str:
+    if weighting != "auto":
+        return weighting
+    return "uniform" if lmc else "sds"
 
 
 def check_timesteps(t_min: float, t_max: float) -> bool | str:
@@ -57,6 +68,14 @@ class SDSLoss(io.ComfyNode):
                 DistillNoiseType.Input("noise", optional=True,
                                        tooltip="Where each step's noise comes from; leave empty for fresh random "
                                                "noise (DreamFusion), or connect DDIM-Invert Noise for SDI."),
+                LMCCorrectorType.Input("corrector", optional=True,
+                                       tooltip="An LMC Corrector turns this loss into LMC-SDS: the noise term is "
+                                               "replaced by b̂(x, t) − x̂0_uncond, so a cfg of 8 (synthesis) to 15 "
+                                               "(editing) is enough and results stay sharp."),
+                io.Boolean.Input("fixed_noise", default=False, optional=True,
+                                 tooltip="Keep one noise per batch item for the whole run in the cfg term (LMC-SDS's "
+                                         "diversity option: different seeds give different results); with a "
+                                         "corrector its lmc term keeps fresh noise, evaluated in the same batch."),
             ],
             outputs=[DistillLossType.Output(display_name="loss")],
         )
@@ -67,8 +86,17 @@ class SDSLoss(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, weighting, t_min, t_max, t_schedule, grad_clip,
-                noise=None) -> io.NodeOutput:
+                noise=None, corrector=None, fixed_noise=False) -> io.NodeOutput:
         check_conditioning("negative", negative, positive)
-        loss = ScoreDistillation(cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max,
-                                 t_schedule=t_schedule, grad_clip=grad_clip, noise=noise)
+        if fixed_noise and noise is not None:
+            raise ValueError("fixed_noise: it fixes the noise itself, so it cannot be combined with a noise input; "
+                             "turn it off or disconnect noise.")
+        lmc = corrector is not None
+        if lmc:
+            check_corrector_fits(corrector, model)
+        loss = ScoreDistillation(
+            direction=partial(lmc_direction, corrector=corrector.module) if lmc else sds_direction,
+            extra=("negative",) if lmc else (), resample=("negative",) if lmc and fixed_noise else (),
+            noise=fixed_noise_source if fixed_noise else noise, cfg=cfg, weighting=resolve_weighting(weighting, lmc),
+            t_min=t_min, t_max=t_max, t_schedule=t_schedule, grad_clip=grad_clip)
         return io.NodeOutput(DistillLoss(model, {"positive": positive, "negative": negative}, loss))

@@ -8,6 +8,7 @@ from ..distill import ScoreDistillation
 
 DistillLossType = io.Custom("DISTILL_LOSS")
 DistillNoiseType = io.Custom("DISTILL_NOISE")
+LMCCorrectorType = io.Custom("LMC_CORRECTOR")
 
 CATEGORY = "score_distillation"
 
