@@ -179,7 +179,7 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
         with torch.inference_mode():
             out.append(denoiser(noised(zs, es, a, b), sigma, 1.0)["positive"].clone().to(zs))
     pair_mean = torch.cat(out).unflatten(0, (-1, 2)).mean(1)
-    return Triplets(z[::2], pair_mean, t[::2])
+    return Triplets(z[::2].contiguous(), pair_mean, t[::2].contiguous())
 
 
 def train_unet(net: UNetCorrector, data: Triplets, steps: int, lr: float = 1e-3, batch: int = 64,

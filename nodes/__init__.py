@@ -3,17 +3,21 @@ from typing_extensions import override
 
 from comfy_api.latest import ComfyExtension, io
 
+from . import correctors
 from .ddim_invert import DDIMInvertNoise
+from .lmc import LMCCorrector
 from .nfsd import NFSDGuidance
 from .optimize_latent import OptimizeLatent
 from .sds import SDSLoss
+from .train_corrector import TrainLMCCorrector
 
 
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SDSLoss, NFSDGuidance, DDIMInvertNoise, OptimizeLatent]
+        return [SDSLoss, NFSDGuidance, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector, OptimizeLatent]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:
+    correctors.register_folder()
     return ScoreDistillationExtension()

@@ -20,7 +20,8 @@ def register_folder() -> None:
 
 
 def user_folder() -> Path:
-    return Path(folder_paths.models_dir) / FOLDER
+    """Where trained correctors are written: the first registered folder (models/lmc_correctors)."""
+    return Path(folder_paths.get_folder_paths(FOLDER)[0])
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,20 @@ def _panel(draw: ImageDraw.ImageDraw, top: int, values: list[float], title: str,
         draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=color)
 
 
+def _image(panels: list[tuple[list[float], str, tuple[int, int, int]]]) -> torch.Tensor:
+    img = Image.new("RGB", (WIDTH, len(panels) * PANEL), (24, 24, 24))
+    draw = ImageDraw.Draw(img)
+    for i, (values, title, color) in enumerate(panels):
+        _panel(draw, i * PANEL, values, title, color)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+
+
 def history_image(history: History) -> torch.Tensor:
     """IMAGE [1, H, W, 3] in 0..1: the loss proxy ½‖g‖²/B and the gradient norm per step."""
-    img = Image.new("RGB", (WIDTH, 2 * PANEL), (24, 24, 24))
-    draw = ImageDraw.Draw(img)
-    _panel(draw, 0, history.loss, "loss proxy 0.5*|g|^2/B per step", (255, 170, 60))
-    _panel(draw, PANEL, history.grad_norm, "gradient norm |g| per step", (90, 180, 255))
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+    return _image([(history.loss, "loss proxy 0.5*|g|^2/B per step", (255, 170, 60)),
+                   (history.grad_norm, "gradient norm |g| per step", (90, 180, 255))])
+
+
+def curve_image(values: list[float], title: str) -> torch.Tensor:
+    """IMAGE [1, H, W, 3] of one curve (log scale); empty when there are no values."""
+    return _image([(values, title, (255, 170, 60))])

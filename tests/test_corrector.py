@@ -1,0 +1,131 @@
+"""LMC correctors on the analytic prior, where the true bias b(z, t) = E_ε[ẑ_t] is a per-frequency gain."""
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from analytic import GaussianDenoiser, fourier_filter
+from distill import Run, ScoreDistillation, fixed_noise, item_generators, lmc_direction, normalize_to
+from distill.corrector import UNetCorrector, collect_triplets, corrector_loss, fit_spectral, train_unet
+from distill.schedule import sigma_at
+
+SHAPE = (4, 16, 16)
+T = [0.05, 0.1, 0.25, 0.5, 0.75, 0.95]
+
+
+def true_bias(den, z, t):
+    """E_ε[ẑ_t] of the zero-mean Wiener denoiser: λ/(λ + σ²) per frequency, applied to z."""
+    s = sigma_at(den.sigmas, t).float().view(-1, 1, 1, 1)
+    return fourier_filter(z, den.spectrum / (den.spectrum + s**2))
+
+
+def errors(den, corrector) -> list[float]:
+    """Relative L2 error of the eq.-10-normalized corrector output against the true bias, per t."""
+    z = den.sample(64, generator=torch.Generator().manual_seed(99))
+    out = []
+    for t in T:
+        tt = torch.full((len(z),), t, dtype=torch.float64)
+        b = true_bias(den, z, tt)
+        with torch.no_grad():
+            out.append(((normalize_to(corrector(z, tt), b) - b).norm() / b.norm()).item())
+    return out
+
+
+def report(name, errs):
+    print(f"{name}: " + " ".join(f"t={t}: {100 * e:.1f}%" for t, e in zip(T, errs)))
+
+
+def test_spectral_corrector_recovers_the_true_bias():
+    den = GaussianDenoiser(SHAPE)
+    g = torch.Generator().manual_seed(0)
+    bins, per_bin = 49, 128  # 128 triplets per t bin on average, each from an antithetic pair: 256 model calls
+    data = collect_triplets(den, den.sample(bins * per_bin, generator=g), 1, g, batch=2048)
+    spectral = fit_spectral(data.z, data.z_hat, data.t, t_bins=bins)
+    errs, identity = errors(den, spectral), errors(den, lambda z, t: z)
+    report("spectral (49 bins x 128 pairs)", errs)
+    report("identity", identity)
+    assert all(e < 0.05 for t, e in zip(T, errs) if t <= 0.5)
+    assert all(e < 0.10 for t, e in zip(T, errs) if t > 0.5)
+
+
+def test_unet_corrector_trained_by_the_pack_beats_the_identity():
+    den = GaussianDenoiser(SHAPE)
+    g = torch.Generator().manual_seed(0)
+    start = time.time()
+    data = collect_triplets(den, den.sample(8192, generator=g), 1, g, batch=2048)
+    torch.manual_seed(0)
+    net = UNetCorrector(4, filters=16)
+    losses = train_unet(net, data, steps=1500, lr=3e-3)
+    seconds = time.time() - start
+    errs, identity = errors(den, net), errors(den, lambda z, t: z)
+    report(f"unet ({seconds:.0f} s on CPU, 1500 steps)", errs)
+    report("identity", identity)
+    assert losses[-1] < losses[0]
+    assert all(e < 0.10 for t, e in zip(T, errs) if t <= 0.25)
+    assert all(e < i for t, e, i in zip(T, errs, identity) if t >= 0.1)
+
+
+def test_corrector_loss_is_zero_for_the_true_bias_at_any_scale():
+    den = GaussianDenoiser(SHAPE)
+    z = den.sample(3, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    b = true_bias(den, z, t)
+    mean = b.mean(dim=(1, 2, 3), keepdim=True)
+    assert corrector_loss(b, b).item() < 1e-12
+    assert corrector_loss(3 * (b - mean) + mean, b).item() < 1e-12  # eq. 10 rescales, keeping b̂'s mean
+    assert corrector_loss(z, b).item() > 1e-4
+
+
+class Gain(nn.Module):
+    """A known corrector: b̂(z, t) = (1 − t)·z."""
+
+    def forward(self, z, t):
+        return (1 - t.float()).view(-1, 1, 1, 1) * z
+
+
+def lmc_prior():
+    g = torch.Generator().manual_seed(1)
+    return GaussianDenoiser(SHAPE, means={"positive": torch.randn(SHAPE, generator=g), "negative": torch.zeros(SHAPE)})
+
+
+def test_lmc_gradient_equals_the_closed_form_for_a_known_corrector():
+    den = lmc_prior()
+    x = den.sample(3, "positive", torch.Generator().manual_seed(2))
+    loss = ScoreDistillation(direction=lambda ev: lmc_direction(ev, Gain()), extra=("negative",), cfg=8.0,
+                             weighting="uniform")
+    gens = item_generators(4, 3)
+    copies = [torch.Generator().set_state(g.get_state()) for g in gens]
+    t = torch.stack([0.02 + 0.96 * torch.rand((), generator=g, dtype=torch.float64) for g in copies])
+    eps = torch.stack([torch.randn(SHAPE, generator=g) for g in copies])
+    g = loss.gradient(den, x, Run(gens))
+
+    s = sigma_at(den.sigmas, t).float().view(-1, 1, 1, 1)
+    x_t = x + s * eps
+    z_hat = fourier_filter(x_t, den.spectrum / (den.spectrum + s**2))  # unconditional x̂0 (zero mean)
+    e_u = fourier_filter(x_t, s / (den.spectrum + s**2))
+    e_c = fourier_filter(x_t - den.means["positive"], s / (den.spectrum + s**2))
+    b = (1 - t.float()).view(-1, 1, 1, 1) * x
+    dims = (1, 2, 3)
+    b_norm = z_hat.std(dims, keepdim=True) / b.std(dims, keepdim=True) * (b - b.mean(dims, keepdim=True)) + b.mean(dims, keepdim=True)
+    expected = (b_norm - z_hat + 8.0 * (e_c - e_u)) / 8.0
+    assert torch.allclose(g, expected, rtol=1e-4, atol=1e-4 * expected.abs().max())
+
+
+def test_fixed_noise_is_one_per_run_and_seed_and_lmc_keeps_fresh_noise():
+    den = lmc_prior()
+    x = torch.zeros(2, *SHAPE)
+    loss = ScoreDistillation(direction=lambda ev: lmc_direction(ev, Gain()), extra=("negative",), cfg=8.0,
+                             weighting="uniform", noise=fixed_noise, resample=("negative",))
+    runs = {seed: Run(item_generators(seed, 2), steps=3) for seed in (0, 1)}
+    seen = {0: [], 1: []}
+    for seed, run in runs.items():
+        for step in range(3):
+            run.step = step
+            loss.gradient(den, x, run)
+            seen[seed].append(run.cache["fixed_noise"])
+    assert all(torch.equal(n, seen[0][0]) for n in seen[0]) and all(torch.equal(n, seen[1][0]) for n in seen[1])
+    assert not torch.equal(seen[0][0], seen[1][0])
+    assert not torch.equal(seen[0][0][0], seen[0][0][1])
+    # L_lmc's ẑ comes from a freshly noised latent in the same call: one call per step, batch 2·B·branches
+    assert den.calls == [(8, ("positive", "negative"))] * 6
