@@ -185,15 +185,18 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
 def train_unet(net: UNetCorrector, data: Triplets, steps: int, lr: float = 1e-3, batch: int = 64,
                seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Adam on L_k over random minibatches of the triplets; trains net in place (an exception from
-    on_step leaves it with what it has learned so far). Returns the loss per step."""
+    on_step leaves it with what it has learned so far). Returns the loss per step.
+
+    net must have been made outside inference mode; the triplets may come from inside it."""
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
     with torch.inference_mode(False), torch.enable_grad():
+        z, z_hat, t = data.z.clone(), data.z_hat.clone(), data.t.clone()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for step in range(steps):
-            idx = torch.randint(len(data.z), (min(batch, len(data.z)),), generator=g)
-            loss = corrector_loss(net(data.z[idx], data.t[idx]), data.z_hat[idx])
+            idx = torch.randint(len(z), (min(batch, len(z)),), generator=g)
+            loss = corrector_loss(net(z[idx], t[idx]), z_hat[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -67,7 +67,8 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
 
     if kind == "spectral":
         return save(fit_spectral(data.z, data.z_hat, data.t, t_range=T_RANGE), []), []
-    net, losses = UNetCorrector(latent_format.latent_channels), []
+    with torch.inference_mode(False):
+        net, losses = UNetCorrector(latent_format.latent_channels), []
 
     def report(step, loss):
         losses.append(loss)

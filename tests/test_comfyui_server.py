@@ -5,7 +5,8 @@ from comfy_harness import COMFYUI, SKIP_REASON, Server
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(COMFYUI is None, reason=SKIP_REASON)]
 
-PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillOptimizeLatent")
+PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
+              "DistillTrainLMCCorrector", "DistillOptimizeLatent")
 
 
 @pytest.fixture(scope="module")
