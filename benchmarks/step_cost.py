@@ -1,7 +1,8 @@
 """Per-iteration cost of Optimize Latent with each loss, against bare batched forwards of the same model.
 
 Rows: SDS step / bare cond+uncond forward (time and peak memory); NFSD step / bare 3-branch forward
-and NFSD / SDS; SDI (DDIM-Invert Noise, t annealed 0.98 → 0.2) / SDS at refresh_every 1 and 10. The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
+and NFSD / SDS; SDI (DDIM-Invert Noise, t annealed 0.98 → 0.2) / SDS at refresh_every 1 and 10;
+LMC-SDS / SDS with a U-Net and with a spectral corrector (random weights: the cost is the same). The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
 levels, context 768) but narrow enough for a CPU. Both are timed side by side in this one run; peak
 memory is measured in a fresh child process per phase. Needs ComfyUI, found as the tests find it.
 
@@ -74,6 +75,17 @@ def sdi_loss(model, pos, neg, refresh_every):
                             **args).args[0]
 
 
+def lmc_loss(model, pos, neg, kind):
+    corrector_mod, correctors = harness.pack("distill.corrector"), harness.pack("nodes.correctors")
+    if kind == "unet":
+        module = corrector_mod.UNetCorrector(4)
+    else:
+        module = corrector_mod.SpectralCorrector(torch.rand(4, 32, 49), torch.linspace(0.03, 0.97, 49))
+    corrector = correctors.LoadedCorrector(kind, module, {"latent_channels": "4", "latent_format": "SD15"})
+    return harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=8.0, corrector=corrector,
+                            **COMMON).args[0]
+
+
 def optimize_run(loss, latent, steps):
     """Optimize Latent for `steps`; returns the wall time of every step after the first."""
     import comfy.utils
@@ -130,7 +142,8 @@ def main():
     params = sum(t.numel() for t in model.model.diffusion_model.parameters())
     latent = torch.zeros(1, 4, args.latent, args.latent)
     losses = {"sds": sds_loss(model, pos, neg), "nfsd": nfsd_loss(model, pos, neg, nfsd_neg),
-              "sdi refresh 1": sdi_loss(model, pos, neg, 1), "sdi refresh 10": sdi_loss(model, pos, neg, 10)}
+              "sdi refresh 1": sdi_loss(model, pos, neg, 1), "sdi refresh 10": sdi_loss(model, pos, neg, 10),
+              "lmc unet": lmc_loss(model, pos, neg, "unet"), "lmc spectral": lmc_loss(model, pos, neg, "spectral")}
     bare = {"2-branch": [pos, neg], "3-branch": [pos, neg, nfsd_neg]}
     for _ in range(3):
         bare_forward(model, bare["3-branch"], latent)
@@ -154,6 +167,8 @@ def main():
     print(f"time   NFSD step / SDS step: {t['nfsd'] / t['sds']:.3f}")
     for k in (1, 10):
         print(f"time   SDI step (refresh_every {k}) / SDS step: {t[f'sdi refresh {k}'] / t['sds']:.3f}")
+    for kind in ("unet", "spectral"):
+        print(f"time   LMC-SDS step ({kind} corrector) / SDS step: {t[f'lmc {kind}'] / t['sds']:.3f}")
     print(f"memory peak bare 2-branch forward {mem_f:.1f} MiB, SDS run {mem_s:.1f} MiB: ratio {mem_s / max(mem_f, 1e-9):.3f}")
 
 if __name__ == "__main__":

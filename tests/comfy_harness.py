@@ -116,6 +116,8 @@ class Server:
 
         custom = tmp / "custom_nodes"
         custom.mkdir()
+        for folder in ("input", "output"):
+            (tmp / folder).mkdir()
         (custom / PACK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
         (custom / "distill_test_nodes").symlink_to(PACK_ROOT / "tests" / "comfy_test_nodes", target_is_directory=True)
         (tmp / "extra_model_paths.yaml").write_text(f"distill_tests:\n    base_path: {tmp}\n    custom_nodes: custom_nodes/\n")

@@ -21,8 +21,13 @@ IO = {
     "SaveImage": ([("images", "IMAGE")], []),
     "PreviewImage": ([("images", "IMAGE")], []),
     "Note": ([], []),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "VAEEncode": ([("pixels", "IMAGE"), ("vae", "VAE")], [("LATENT", "LATENT")]),
     "DistillSDSLoss": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
-                        ("noise", "DISTILL_NOISE")], [("loss", "DISTILL_LOSS")]),
+                        ("noise", "DISTILL_NOISE"), ("corrector", "LMC_CORRECTOR")], [("loss", "DISTILL_LOSS")]),
+    "DistillLMCCorrector": ([], [("corrector", "LMC_CORRECTOR")]),
+    "DistillTrainLMCCorrector": ([("model", "MODEL"), ("unconditional", "CONDITIONING"), ("images", "IMAGE"),
+                                  ("vae", "VAE")], [("corrector", "LMC_CORRECTOR"), ("loss_curve", "IMAGE")]),
     "DistillNFSDGuidance": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                              ("nfsd_negative", "CONDITIONING")], [("loss", "DISTILL_LOSS")]),
     "DistillDDIMInvertNoise": ([], [("noise", "DISTILL_NOISE")]),
@@ -30,7 +35,8 @@ IO = {
                               [("latent", "LATENT"), ("loss_plot", "IMAGE")]),
 }
 SEEDED = {"DistillOptimizeLatent": "seed"}  # a seed widget adds a control_after_generate value in UI format
-TIMESTEPS = {"weighting": "sds", "t_min": 0.02, "t_max": 0.98, "t_schedule": "uniform", "grad_clip": 0.0}
+TIMESTEPS = {"weighting": "auto", "t_min": 0.02, "t_max": 0.98, "t_schedule": "uniform", "grad_clip": 0.0}
+CORRECTOR = "v1-5-pruned-emaonly_spectral.safetensors"  # what corrector_weights/make_corrector.py names it
 
 
 def node(type_, widgets=None, links=None, title=None):
@@ -45,12 +51,14 @@ def prompt_nodes(prompt=PROMPT):
     }
 
 
-def output_nodes(steps, lr, **settings):
+EMPTY = {"empty": node("EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 1})}
+
+
+def output_nodes(steps, lr, start="empty", **settings):
     return {
-        "empty": node("EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 1}),
         "opt": node("DistillOptimizeLatent", {"steps": steps, "learning_rate": lr, "optimizer": "adamw",
                                               "lr_schedule": "cosine", "seed": 0, "l2_to_init": 0.0} | settings,
-                    {"latent": ("empty", 0), "loss": ("loss", 0)}),
+                    {"latent": (start, 0), "loss": ("loss", 0)}),
         "decode": node("VAEDecode", links={"samples": ("opt", 0), "vae": ("ckpt", 2)}),
         "save": node("SaveImage", {"filename_prefix": "score_distillation"}, {"images": ("decode", 0)}),
         "plot": node("PreviewImage", links={"images": ("opt", 1)}, title="loss plot"),
@@ -64,9 +72,9 @@ WORKFLOWS = {
         "results: that is SDS. 500 steps of AdamW at lr 0.1, cosine-decayed. The loss plot shows the "
         "gradient's size per step.",
         prompt_nodes() | {
-            "loss": node("DistillSDSLoss", {"cfg": 100.0} | TIMESTEPS,
+            "loss": node("DistillSDSLoss", {"cfg": 100.0} | TIMESTEPS | {"fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0)}),
-        } | output_nodes(500, 0.1)),
+        } | EMPTY | output_nodes(500, 0.1)),
     "nfsd_text_to_image": (
         "NFSD text-to-image (noise-free score distillation). The third prompt is the paper's NFSD "
         "negative; below threshold 0.2 of the schedule the domain direction is the unconditional "
@@ -77,7 +85,7 @@ WORKFLOWS = {
             "loss": node("DistillNFSDGuidance", {"cfg": 7.5, "threshold": 0.2} | TIMESTEPS,
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "nfsd_negative": ("nfsdneg", 0)}),
-        } | output_nodes(500, 0.1)),
+        } | EMPTY | output_nodes(500, 0.1)),
     "sdi_text_to_image": (
         "SDI text-to-image (score distillation via DDIM inversion). DDIM-Invert Noise replaces SDS's random "
         "noise by noise inferred by inverting DDIM (10 steps, cfg -7.5) from the current latent; SDS Loss "
@@ -87,10 +95,48 @@ WORKFLOWS = {
             "noise": node("DistillDDIMInvertNoise", {"inversion_steps": 10, "inversion_cfg": -7.5, "eta": 0.3,
                                                      "eta_placement": "end", "tau_jitter": True,
                                                      "variant": "renoise", "refresh_every": 1}),
-            "loss": node("DistillSDSLoss", {"cfg": 7.5} | TIMESTEPS | {"t_min": 0.2, "t_schedule": "linear_anneal"},
+            "loss": node("DistillSDSLoss", {"cfg": 7.5} | TIMESTEPS | {"t_min": 0.2, "t_schedule": "linear_anneal",
+                                                                   "fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "noise": ("noise", 0)}),
-        } | output_nodes(500, 0.1)),
+        } | EMPTY | output_nodes(500, 0.1)),
+    "lmc_sds_text_to_image": (
+        "LMC-SDS text-to-image. The LMC Corrector models the denoiser's frequency bias, so SDS Loss with a "
+        "corrector needs neither cfg 100 nor blurry results: cfg 8 as in the paper, weighting auto (= uniform "
+        "for LMC-SDS). Make the corrector for your checkpoint first (train_corrector workflow or "
+        "corrector_weights/make_corrector.py). fixed_noise on gives more diverse results across seeds.",
+        prompt_nodes() | {
+            "corrector": node("DistillLMCCorrector", {"corrector_name": CORRECTOR}),
+            "loss": node("DistillSDSLoss", {"cfg": 8.0} | TIMESTEPS | {"fixed_noise": False},
+                         {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                          "corrector": ("corrector", 0)}),
+        } | EMPTY | output_nodes(500, 0.1)),
+    "lmc_sds_latent_editing": (
+        "LMC-SDS editing of a loaded image in latent space. The image is encoded with the checkpoint's VAE, "
+        "then pulled towards the prompt (cfg 15, as the paper's editing) while l2_to_init 0.1 keeps it near "
+        "the original; lr 0.02. Describe the edited image in the prompt.",
+        prompt_nodes("a photograph of a cat wearing a red knitted hat") | {
+            "image": node("LoadImage", {"image": "example.png"}),
+            "encode": node("VAEEncode", links={"pixels": ("image", 0), "vae": ("ckpt", 2)}),
+            "corrector": node("DistillLMCCorrector", {"corrector_name": CORRECTOR}),
+            "loss": node("DistillSDSLoss", {"cfg": 15.0} | TIMESTEPS | {"fixed_noise": False},
+                         {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                          "corrector": ("corrector", 0)}),
+        } | output_nodes(300, 0.02, start="encode", l2_to_init=0.1)),
+    "train_corrector": (
+        "Train an LMC corrector for the loaded checkpoint. The spectral kind fits in seconds; unet trains the "
+        "paper's small U-Net for `steps`. With no images and no folder the model samples its own latents; "
+        "give a folder of photos like those you will optimize for a better fit. The file lands in "
+        "models/lmc_correctors/ under `filename`; LMC workflows pick it with LMC Corrector.",
+        {
+            "ckpt": node("CheckpointLoaderSimple", {"ckpt_name": CHECKPOINT}),
+            "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "unconditional (empty prompt)"),
+            "train": node("DistillTrainLMCCorrector", {
+                "kind": "spectral", "filename": CORRECTOR, "pairs_per_latent": 64, "steps": 3000, "seed": 0,
+                "folder": "", "image_size": 512}, {"model": ("ckpt", 0), "unconditional": ("neg", 0),
+                                                   "vae": ("ckpt", 2)}),
+            "curve": node("PreviewImage", links={"images": ("train", 1)}, title="loss curve"),
+        }),
 }
 
 
