@@ -1,6 +1,6 @@
 """The optimization loop: Adam on the latents, driven by a score-distillation gradient."""
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 import torch
@@ -28,6 +28,8 @@ class Settings:
     lr_schedule: str = "cosine"
     l2_to_init: float = 0.0
     seed: int = 0
+    lr_end: float = 0.0
+    clamp: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.steps < 1:
@@ -40,6 +42,8 @@ class Settings:
             raise ValueError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
         if self.l2_to_init < 0:
             raise ValueError(f"l2_to_init must be ≥ 0, got {self.l2_to_init}.")
+        if not 0 <= self.lr_end <= self.lr:
+            raise ValueError(f"lr_end must be within [0, learning rate], got {self.lr_end}.")
 
 
 @dataclass
@@ -51,7 +55,10 @@ class History:
 
 
 StepCallback = Callable[[int, Tensor], None]
-"""Called after every step with (step index, current latents); raising from it stops the run."""
+"""Called after every step with (step index, current tensor); raising from it stops the run."""
+
+View = Callable[[Tensor, Run], tuple[Tensor, list[torch.Generator]]]
+"""Maps the optimized tensor to the latents the loss sees (differentiably), with a generator per latent."""
 
 
 def check_finite(name: str, x: Tensor) -> None:
@@ -63,11 +70,17 @@ def check_finite(name: str, x: Tensor) -> None:
 
 
 def optimize(
-    latent: Tensor, loss: Loss, denoiser: Denoiser, settings: Settings, on_step: StepCallback | None = None
+    latent: Tensor, loss: Loss, denoiser: Denoiser, settings: Settings, on_step: StepCallback | None = None,
+    view: View | None = None,
 ) -> tuple[Tensor, History]:
-    """Minimize the distillation loss over a batch of latents [B, ...] in model space; returns them detached."""
+    """Minimize the distillation loss over a batch [B, ...]; returns it detached.
+
+    Without a view the batch is latents in model space; with one (e.g. pixels through a VAE encoder) the
+    loss sees view(x) and its gradient flows back through the view. settings.clamp keeps x in a range.
+    """
     check_finite("latent", latent)
     run = Run(item_generators(settings.seed, latent.shape[0]), settings.steps)
+    patch_cache = {}
     history = History([], [])
     with torch.inference_mode(False), torch.enable_grad():
         init = latent.detach().clone().float()
@@ -77,15 +90,24 @@ def optimize(
             run.step = step
             if settings.lr_schedule == "cosine":
                 for group in opt.param_groups:
-                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * run.progress))
-            g = loss.gradient(denoiser, x, run)
-            objective = target_loss(x, g)
+                    cosine = 0.5 * (1 + math.cos(math.pi * run.progress))
+                    group["lr"] = settings.lr_end + (settings.lr - settings.lr_end) * cosine
+            z, loss_run = x, run
+            if view is not None:
+                z, generators = view(x, run)
+                if generators is not run.generators:  # patches: other latents, their own noise cache
+                    loss_run = replace(run, generators=generators, cache=patch_cache)
+            g = loss.gradient(denoiser, z, loss_run)
+            objective = target_loss(z, g)
             if settings.l2_to_init > 0:
                 objective = objective + settings.l2_to_init * 0.5 * (x - init).pow(2).sum() / x.shape[0]
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()
-            history.loss.append(0.5 * g.pow(2).sum().item() / x.shape[0])
+            if settings.clamp is not None:
+                with torch.no_grad():
+                    x.clamp_(*settings.clamp)
+            history.loss.append(0.5 * g.pow(2).sum().item() / z.shape[0])
             history.grad_norm.append(g.flatten(1).norm(dim=1).mean().item())
             if on_step is not None:
                 on_step(step, x.detach())

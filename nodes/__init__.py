@@ -7,6 +7,7 @@ from . import correctors
 from .ddim_invert import DDIMInvertNoise
 from .lmc import LMCCorrector
 from .nfsd import NFSDGuidance
+from .optimize_image import OptimizeImage
 from .optimize_latent import OptimizeLatent
 from .sds import SDSLoss
 from .train_corrector import TrainLMCCorrector
@@ -15,7 +16,7 @@ from .train_corrector import TrainLMCCorrector
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SDSLoss, NFSDGuidance, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector, OptimizeLatent]
+        return [SDSLoss, NFSDGuidance, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector, OptimizeLatent, OptimizeImage]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

@@ -198,3 +198,22 @@ def pack(submodule: str):
 
     root = nodes.NODE_CLASS_MAPPINGS["DistillSDSLoss"].__module__.rsplit(".nodes.", 1)[0]
     return importlib.import_module(f"{root}.{submodule}")
+
+
+def tiny_vae(seed: int = 0, taesd: bool = False):
+    """comfy.sd.VAE around a random small AutoencoderKL (ch 32, ch_mult 1-1-2-2, 1 res block), or TAESD."""
+    import comfy.sd
+
+    g = torch.Generator().manual_seed(seed)
+    if taesd:
+        import comfy.taesd.taesd
+
+        sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in comfy.taesd.taesd.TAESD().state_dict().items()}
+        return comfy.sd.VAE(sd=sd)
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
+                "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    shapes = AutoencoderKL(ddconfig=ddconfig, embed_dim=4).state_dict()
+    sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in shapes.items()}
+    return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": 4}})
