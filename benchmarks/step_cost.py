@@ -86,19 +86,24 @@ def lmc_loss(model, pos, neg, kind):
                             **COMMON).args[0]
 
 
-def optimize_run(loss, latent, steps):
-    """Optimize Latent for `steps`; returns the wall time of every step after the first."""
+def step_times(node_id: str, **inputs) -> list[float]:
+    """Run a node that reports progress every step; returns the wall time of every step after the first."""
     import comfy.utils
 
     stamps = []
     old = comfy.utils.PROGRESS_BAR_HOOK
     comfy.utils.set_progress_bar_global_hook(lambda *a, **k: stamps.append(time.perf_counter()))
     try:
-        harness.run_node("DistillOptimizeLatent", latent={"samples": latent}, loss=loss, steps=steps, learning_rate=0.1,
-                         optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0)
+        harness.run_node(node_id, **inputs)
     finally:
         comfy.utils.set_progress_bar_global_hook(old)
     return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def optimize_run(loss, latent, steps):
+    """Optimize Latent for `steps`; returns the wall time of every step after the first."""
+    return step_times("DistillOptimizeLatent", latent={"samples": latent}, loss=loss, steps=steps, learning_rate=0.1,
+                      optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0)
 
 
 def peak_memory(args, phase: str) -> float:

@@ -26,6 +26,8 @@ IO = {
     "DistillSDSLoss": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                         ("noise", "DISTILL_NOISE"), ("corrector", "LMC_CORRECTOR")], [("loss", "DISTILL_LOSS")]),
     "DistillLMCCorrector": ([], [("corrector", "LMC_CORRECTOR")]),
+    "DistillOptimizeImage": ([("vae", "VAE"), ("loss", "DISTILL_LOSS"), ("image", "IMAGE")],
+                             [("image", "IMAGE"), ("loss_plot", "IMAGE")]),
     "DistillTrainLMCCorrector": ([("model", "MODEL"), ("unconditional", "CONDITIONING"), ("images", "IMAGE"),
                                   ("vae", "VAE")], [("corrector", "LMC_CORRECTOR"), ("loss_curve", "IMAGE")]),
     "DistillNFSDGuidance": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
@@ -34,7 +36,7 @@ IO = {
     "DistillOptimizeLatent": ([("latent", "LATENT"), ("loss", "DISTILL_LOSS")],
                               [("latent", "LATENT"), ("loss_plot", "IMAGE")]),
 }
-SEEDED = {"DistillOptimizeLatent": "seed"}  # a seed widget adds a control_after_generate value in UI format
+SEEDED = {"DistillOptimizeLatent": "seed", "DistillOptimizeImage": "seed"}  # a seed widget adds a control_after_generate value in UI format
 TIMESTEPS = {"weighting": "auto", "t_min": 0.02, "t_max": 0.98, "t_schedule": "uniform", "grad_clip": 0.0}
 CORRECTOR = "v1-5-pruned-emaonly_spectral.safetensors"  # what corrector_weights/make_corrector.py names it
 
@@ -123,6 +125,25 @@ WORKFLOWS = {
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "corrector": ("corrector", 0)}),
         } | output_nodes(300, 0.02, start="encode", l2_to_init=0.1)),
+    "image_editing": (
+        "Pixel-space editing with Optimize Image (LMC-SDS's editing setup): the photo is encoded through the "
+        "VAE with gradients every step, whole image at the model's native size for 200 steps, then 2 random "
+        "native-size patches per step, so any image size works. l2_to_init 0.1 keeps it close to the "
+        "original, lr 0.02 decays to 0.005. The loss is SDS at cfg 15 with an LMC corrector; without one, "
+        "disconnect it and raise cfg (SDS needs ~100).",
+        prompt_nodes("a photograph of a cat wearing a red knitted hat") | {
+            "image": node("LoadImage", {"image": "example.png"}),
+            "corrector": node("DistillLMCCorrector", {"corrector_name": CORRECTOR}),
+            "loss": node("DistillSDSLoss", {"cfg": 15.0} | TIMESTEPS | {"fixed_noise": False},
+                         {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                          "corrector": ("corrector", 0)}),
+            "opt": node("DistillOptimizeImage", {
+                "start": "image", "width": 512, "height": 512, "steps": 500, "learning_rate": 0.02, "lr_end": 0.005,
+                "seed": 0, "l2_to_init": 0.1, "whole_image_steps": 200, "patches": 2, "native_size": 512},
+                {"vae": ("ckpt", 2), "loss": ("loss", 0), "image": ("image", 0)}),
+            "save": node("SaveImage", {"filename_prefix": "score_distillation_edit"}, {"images": ("opt", 0)}),
+            "plot": node("PreviewImage", links={"images": ("opt", 1)}, title="loss plot"),
+        }),
     "train_corrector": (
         "Train an LMC corrector for the loaded checkpoint. The spectral kind fits in seconds; unet trains the "
         "paper's small U-Net for `steps`. With no images and no folder the model samples its own latents; "
