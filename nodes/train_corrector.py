@@ -27,6 +27,8 @@ T_RANGE = (0.02, 0.98)
 
 def folder_images(folder: str, size: int) -> torch.Tensor:
     """IMAGE [N, size, size, 3] of every image file in folder, centre-cropped and resized."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"folder: {folder} is not a folder; give the full path of a folder of images.")
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
     if not paths:
         raise ValueError(f"folder: no .png/.jpg/.webp images in {folder}.")

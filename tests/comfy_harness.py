@@ -4,6 +4,7 @@ ComfyUI is found through COMFYUI_PATH, else the pack's grandparent folder when t
 ComfyUI/custom_nodes/, else ~/comfy/ComfyUI (comfy-cli's default).
 """
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -217,3 +218,29 @@ def tiny_vae(seed: int = 0, taesd: bool = False):
     shapes = AutoencoderKL(ddconfig=ddconfig, embed_dim=4).state_dict()
     sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in shapes.items()}
     return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": 4}})
+
+
+@contextlib.contextmanager
+def progress_hook(hook):
+    """Install a ComfyUI progress-bar hook (value, total, preview, node_id) for the duration."""
+    import comfy.model_management
+    import comfy.utils
+
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+        comfy.model_management.interrupt_current_processing(False)
+
+
+def interrupt_at(step: int):
+    """A progress hook that presses ComfyUI's interrupt when the progress bar reaches `step`."""
+    import comfy.model_management
+
+    def hook(value, total, preview, node_id=None):
+        if value == step:
+            comfy.model_management.interrupt_current_processing()
+
+    return progress_hook(hook)

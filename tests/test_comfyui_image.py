@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from comfy_harness import conditioning, run_node, tiny_model, tiny_vae
+from comfy_harness import conditioning, interrupt_at, run_node, tiny_model, tiny_vae
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
 
@@ -92,18 +92,10 @@ def test_deterministic_per_seed():
 
 def test_interrupt_stops_within_one_step():
     import comfy.model_management
-    import comfy.utils
 
     model, calls = watched(tiny_model("eps"))
-    old = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(
-        lambda value, total, preview, node_id=None: value == 2 and comfy.model_management.interrupt_current_processing())
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            optimize_image(sds_loss(model), steps=50)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(old)
-        comfy.model_management.interrupt_current_processing(False)
+    with interrupt_at(2), pytest.raises(comfy.model_management.InterruptProcessingException):
+        optimize_image(sds_loss(model), steps=50)
     assert len(calls) == 2
 
 

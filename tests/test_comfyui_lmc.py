@@ -135,3 +135,22 @@ def test_a_corrector_for_another_latent_space_is_refused(corrector_folder, chann
     loaded = run_node("DistillLMCCorrector", corrector_name="other.safetensors").args[0]
     with pytest.raises(ValueError, match=f"corrector: other.safetensors was {match}"):
         lmc_loss(tiny_model("eps"), loaded)
+
+
+def test_training_from_a_folder_of_images_through_the_vae(corrector_folder, tmp_path):
+    from PIL import Image
+
+    from comfy_harness import tiny_vae
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("RGB", (80, 64), (40 * i, 100, 200)).save(photos / f"{i}.png")
+    corrector, _ = run_node("DistillTrainLMCCorrector", model=tiny_model("eps"), unconditional=conditioning(2),
+                            kind="spectral", filename="photos.safetensors", pairs_per_latent=2, steps=1, seed=0,
+                            vae=tiny_vae(), folder=str(photos), image_size=64).args
+    assert corrector.metadata["images"] == "3"
+    with pytest.raises(ValueError, match="folder: .* is not a folder"):
+        run_node("DistillTrainLMCCorrector", model=tiny_model("eps"), unconditional=conditioning(2), kind="spectral",
+                 filename="x.safetensors", pairs_per_latent=2, steps=1, seed=0, vae=tiny_vae(),
+                 folder=str(tmp_path / "nope"), image_size=64)

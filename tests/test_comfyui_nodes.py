@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from comfy_harness import conditioning, pack, run_node, tiny_model
+from comfy_harness import conditioning, interrupt_at, pack, progress_hook, run_node, tiny_model
+from rng import copies
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
 
@@ -20,15 +21,6 @@ def optimize_latent(loss, latent=None, steps=3, seed=0, **kw):
     args = dict(latent={"samples": torch.zeros(SHAPE) if latent is None else latent}, loss=loss, steps=steps,
                 learning_rate=0.1, optimizer="adamw", lr_schedule="cosine", seed=seed, l2_to_init=0.0) | kw
     return run_node("DistillOptimizeLatent", **args).args
-
-
-def copies(generators):
-    out = []
-    for g in generators:
-        h = torch.Generator()
-        h.set_state(g.get_state())
-        out.append(h)
-    return out
 
 
 def pack_gradient(loss, latent, seed=0):
@@ -164,37 +156,19 @@ def test_optimize_latent_is_deterministic_per_seed(kind):
 
 
 def test_progress_and_a_preview_every_step():
-    import comfy.utils
-
     updates = []
-    old = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: updates.append((value, total, preview)))
-    try:
+    with progress_hook(lambda value, total, preview, node_id=None: updates.append((value, total, preview))):
         optimize_latent(sds_loss(tiny_model("eps")), steps=5)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(old)
     assert [(v, t) for v, t, _ in updates] == [(i, 5) for i in range(1, 6)]
     assert all(p is not None for _, _, p in updates)
 
 
 def test_interrupt_stops_within_one_step():
     import comfy.model_management
-    import comfy.utils
 
     model, batches = counting(tiny_model("eps"))
-    old = comfy.utils.PROGRESS_BAR_HOOK
-
-    def hook(value, total, preview, node_id=None):
-        if value == 3:
-            comfy.model_management.interrupt_current_processing()
-
-    comfy.utils.set_progress_bar_global_hook(hook)
-    try:
-        with pytest.raises(comfy.model_management.InterruptProcessingException):
-            optimize_latent(sds_loss(model), steps=50)
-    finally:
-        comfy.utils.set_progress_bar_global_hook(old)
-        comfy.model_management.interrupt_current_processing(False)
+    with interrupt_at(3), pytest.raises(comfy.model_management.InterruptProcessingException):
+        optimize_latent(sds_loss(model), steps=50)
     assert len(batches) == 3
 
 

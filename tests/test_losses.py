@@ -5,6 +5,7 @@ import torch
 from analytic import GaussianDenoiser, fourier_filter
 from distill import Run, ScoreDistillation, item_generators, target_loss
 from distill.schedule import sigma_at
+from rng import copies
 
 SHAPE = (4, 16, 16)
 
@@ -12,15 +13,6 @@ SHAPE = (4, 16, 16)
 def class_means(seed=1):
     g = torch.Generator().manual_seed(seed)
     return {"positive": torch.randn(SHAPE, generator=g), "negative": torch.zeros(SHAPE)}
-
-
-def copies(generators):
-    out = []
-    for g in generators:
-        h = torch.Generator()
-        h.set_state(g.get_state())
-        out.append(h)
-    return out
 
 
 def draws(loss, generators, shape):
