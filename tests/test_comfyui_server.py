@@ -6,7 +6,7 @@ from comfy_harness import COMFYUI, SKIP_REASON, Server
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(COMFYUI is None, reason=SKIP_REASON)]
 
 PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
-              "DistillTrainLMCCorrector", "DistillOptimizeLatent")
+              "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage")
 
 
 @pytest.fixture(scope="module")
