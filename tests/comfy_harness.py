@@ -73,18 +73,25 @@ CONTEXT_DIM = 64
 def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET):
     """A ModelPatcher around a randomly initialised SD1.5-family UNet (by default 32 channels, 2 levels).
 
-    kind: "eps", "v" (v-prediction) or "flow" (CONST with ModelSamplingDiscreteFlow, shift 3).
+    kind: "eps", "v" (v-prediction), "flow" (CONST with ModelSamplingDiscreteFlow, shift 3), or "sd3":
+    flow on SD3's 16-channel latent format (the UNet stands in for the MMDiT).
     """
     import comfy.model_base
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
 
+    import comfy.latent_formats
+
     model_type = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION,
-                  "flow": comfy.model_base.ModelType.FLOW}[kind]
+                  "flow": comfy.model_base.ModelType.FLOW, "sd3": comfy.model_base.ModelType.FLOW}[kind]
+    if kind == "sd3":
+        unet = unet | {"in_channels": 16, "out_channels": 16}
     config = comfy.supported_models.SD15(dict(unet, dtype=torch.float32))
-    if kind == "flow":
+    if kind in ("flow", "sd3"):
         config.sampling_settings = {"shift": 3.0, "multiplier": 1000}
+    if kind == "sd3":
+        config.latent_format = comfy.latent_formats.SD3()
     config.set_inference_dtype(torch.float32, None)
     model = comfy.model_base.BaseModel(config, model_type=model_type, device=torch.device("cpu"))
     g = torch.Generator().manual_seed(seed)
@@ -201,7 +208,7 @@ def pack(submodule: str):
     return importlib.import_module(f"{root}.{submodule}")
 
 
-def tiny_vae(seed: int = 0, taesd: bool = False):
+def tiny_vae(seed: int = 0, taesd: bool = False, channels: int = 4):
     """comfy.sd.VAE around a random small AutoencoderKL (ch 32, ch_mult 1-1-2-2, 1 res block), or TAESD."""
     import comfy.sd
 
@@ -213,11 +220,11 @@ def tiny_vae(seed: int = 0, taesd: bool = False):
         return comfy.sd.VAE(sd=sd)
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
-                "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
-    shapes = AutoencoderKL(ddconfig=ddconfig, embed_dim=4).state_dict()
+    ddconfig = {"double_z": True, "z_channels": channels, "resolution": 64, "in_channels": 3, "out_ch": 3,
+                "ch": 32, "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    shapes = AutoencoderKL(ddconfig=ddconfig, embed_dim=channels).state_dict()
     sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in shapes.items()}
-    return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": 4}})
+    return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})
 
 
 @contextlib.contextmanager

@@ -109,3 +109,14 @@ def test_missing_start_image_is_named():
         run_node("DistillOptimizeImage", vae=tiny_vae(), loss=sds_loss(tiny_model("eps")), start="image", width=64,
                  height=64, steps=1, learning_rate=0.1, lr_end=0.0, seed=0, l2_to_init=0.0, whole_image_steps=1,
                  patches=1, native_size=64)
+
+
+def test_a_16_channel_sd3_family_vae_and_model():
+    model = tiny_model("sd3")
+    image = start_image()
+    out, _ = optimize_image(sds_loss(model), vae=tiny_vae(channels=16), image=image, steps=2)
+    assert (out - image).abs().max() > 1e-3
+    latent = run_node("DistillOptimizeLatent", latent={"samples": torch.zeros(1, 16, 8, 8)}, loss=sds_loss(model),
+                      steps=2, learning_rate=0.1, optimizer="adamw", lr_schedule="cosine", seed=0,
+                      l2_to_init=0.0).args[0]["samples"]
+    assert latent.shape == (1, 16, 8, 8) and torch.isfinite(latent).all()

@@ -154,3 +154,14 @@ def test_training_from_a_folder_of_images_through_the_vae(corrector_folder, tmp_
         run_node("DistillTrainLMCCorrector", model=tiny_model("eps"), unconditional=conditioning(2), kind="spectral",
                  filename="x.safetensors", pairs_per_latent=2, steps=1, seed=0, vae=tiny_vae(),
                  folder=str(tmp_path / "nope"), image_size=64)
+
+
+def test_an_interrupt_during_training_still_saves_what_was_learned(corrector_folder):
+    import comfy.model_management
+
+    from comfy_harness import interrupt_at
+
+    with interrupt_at(3), pytest.raises(comfy.model_management.InterruptProcessingException):
+        train(tiny_model("eps"), "partial.safetensors", kind="unet", steps=50)
+    saved = run_node("DistillLMCCorrector", corrector_name="partial.safetensors").args[0]
+    assert saved.metadata["steps"] == "3"

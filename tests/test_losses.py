@@ -173,3 +173,15 @@ def test_nfsd_gradient_ignores_the_sampled_noise():
     assert (g1 - g2).abs().max() < ulps
     sds = ScoreDistillation(cfg=7.5, t_min=0.3, t_max=0.3 + 1e-6, weighting="uniform")
     assert (sds.gradient(den, x, Run(item_generators(1, 2))) - sds.gradient(den, x, Run(item_generators(2, 2)))).abs().max() > 100 * ulps
+
+
+def test_nfsd_direction_is_bit_identical_for_two_sampled_noises_at_the_same_predictions():
+    from distill import Evaluation, nfsd_direction, sds_direction
+
+    g = torch.Generator().manual_seed(0)
+    x, n1, n2 = (torch.randn(2, *SHAPE, generator=g) for _ in range(3))
+    eps = {k: torch.randn(2, *SHAPE, generator=g) for k in ("cfg", "positive", "negative", "nfsd_negative")}
+    t, w = torch.tensor([0.1, 0.6], dtype=torch.float64), torch.full((2, 1, 1, 1), 0.7)
+    first, second = (Evaluation(x, n, t, w, 7.5, {}, eps) for n in (n1, n2))
+    assert torch.equal(nfsd_direction(first, 0.2), nfsd_direction(second, 0.2))
+    assert not torch.equal(sds_direction(first), sds_direction(second))
