@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from step_cost import harness, optimize_run, sds_loss, setup, step_times  # noqa: E402
+from step_cost import optimize_run, sds_loss, setup, step_times  # noqa: E402
 
 
 def sd_vae():

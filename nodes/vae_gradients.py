@@ -2,7 +2,6 @@
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-import torch
 from torch import Tensor
 
 import comfy.model_management

@@ -63,7 +63,7 @@ def test_spectral_corrector_from_the_models_own_samples(corrector_folder):
 
 
 def test_a_save_load_round_trip_reproduces_the_optimization_bit_identically(corrector_folder):
-    distill, correctors = pack("distill"), pack("nodes.correctors")
+    correctors = pack("nodes.correctors")
     corrector_mod, corrector_file = pack("distill.corrector"), pack("distill.corrector_file")
     net = corrector_mod.UNetCorrector(4)
     with torch.no_grad():

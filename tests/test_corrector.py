@@ -1,7 +1,6 @@
 """LMC correctors on the analytic prior, where the true bias b(z, t) = E_ε[ẑ_t] is a per-frequency gain."""
 import time
 
-import pytest
 import torch
 from torch import nn
 

@@ -1,7 +1,6 @@
 """The shipped workflows: generated from one description, and consistent with what the server declares."""
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 

@@ -5,7 +5,6 @@ Real ComfyUI model classes, no downloads; loaded by the server tests beside the 
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 import comfy_harness  # noqa: E402
