@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .denoiser import Denoiser
-from .run import Run
+from .run import Run, gaussian_noise, uniform
 from .schedule import eps_from_x0, per_item, sigma_at
 
 VARIANTS = ("renoise", "inverted")
@@ -25,10 +25,6 @@ def ddim_step(x0: Tensor, eps: Tensor, a_to: Tensor, b_to: Tensor) -> Tensor:
 def inversion_grid(t_end: float, steps: int) -> list[float]:
     """Schedule fractions 0, 1/n, 2/n, … below t_end, then t_end: ≈ int(n·t_end) + 1 model calls."""
     return [j / steps for j in range(steps) if j / steps < t_end] + [t_end]
-
-
-def randn_like_items(x: Tensor, generators: list[torch.Generator]) -> Tensor:
-    return torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)
 
 
 def ddim_invert(denoiser: Denoiser, x: Tensor, t_end: Tensor, steps: int, cfg: float, eta: float = 0.0,
@@ -56,7 +52,7 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, t_end: Tensor, steps: int, cfg: f
         nxt = ddim_step(x0, eps_from_x0(xs, x0, a, b), a_to, b_to)
         if eta > 0:
             added = (b_to**2 - (a_to / a * b) ** 2).clamp(min=0).sqrt()
-            nxt = nxt + eta * added * randn_like_items(xs, [generators[i] for i in active])
+            nxt = nxt + eta * added * gaussian_noise(xs, [generators[i] for i in active])
         state[active] = nxt
     return state
 
@@ -98,14 +94,14 @@ class DDIMInversion:
             kappa = self.infer(denoiser, x, t, run)
             run.cache["sdi_kappa"] = kappa
         if self.eta > 0 and self.eta_placement == "end":
-            return kappa + self.eta * randn_like_items(x, run.generators)
+            return kappa + self.eta * gaussian_noise(x, run.generators)
         return kappa
 
     def infer(self, denoiser: Denoiser, x: Tensor, t: Tensor, run: Run) -> Tensor:
         """κ = (x_inv − a·x)/b at the level that defines it (t + τ for renoise, t for inverted)."""
         t_end = t
         if self.jitter:
-            tau = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in run.generators])
+            tau = uniform(run.generators)
             t_end = (t + tau / self.steps).clamp(max=1.0)
         eta = self.eta if self.eta_placement == "every_step" else 0.0
         x_inv = ddim_invert(denoiser, x, t_end, self.steps, self.cfg, eta, run.generators)

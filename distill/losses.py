@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .denoiser import Denoiser
-from .run import Run
+from .run import Run, gaussian_noise
 from .schedule import alpha_bar, eps_from_x0, noised, per_item, sigma_at
 from .timesteps import T_SCHEDULES, sample_fractions
 
@@ -70,11 +70,6 @@ def lmc_direction(ev: Evaluation, corrector: nn.Module) -> Tensor:
     with torch.no_grad():
         b = normalize_to(corrector.to(ev.x.device)(ev.x, ev.t), z_hat)
     return (b - z_hat + ev.w * (ev.eps["cfg"] - ev.eps["negative"])) / ev.cfg
-
-
-def gaussian_noise(x: Tensor, generators: list[torch.Generator]) -> Tensor:
-    """ε ~ N(0, I), each item drawn from its own generator on the CPU (same seed, same noise anywhere)."""
-    return torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)
 
 
 def fixed_noise(denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) -> Tensor:

@@ -2,6 +2,8 @@
 import torch
 from torch import Tensor
 
+from .run import uniform
+
 T_SCHEDULES = ("uniform", "linear_anneal", "sqrt_anneal")
 
 
@@ -14,8 +16,7 @@ def sample_fractions(
     (SDI); sqrt_anneal: t = t_max − (t_max − t_min)·√p (HiFA). The anneals are the same for every item.
     """
     if schedule == "uniform":
-        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
-        return t_min + (t_max - t_min) * u
+        return t_min + (t_max - t_min) * uniform(generators)
     if schedule == "linear_anneal":
         p = progress
     elif schedule == "sqrt_anneal":

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from comfy_harness import conditioning, interrupt_at, pack, progress_hook, run_node, tiny_model
-from rng import copies
+from rng import replay_draws
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
 
@@ -30,20 +30,13 @@ def pack_gradient(loss, latent, seed=0):
 
     def run(denoiser, x):
         gens = distill.item_generators(seed, x.shape[0])
-        draws = copies(gens)
+        seen["t"], seen["eps"] = replay_draws(loss.loss, gens, x.shape)
         seen["g"] = loss.loss.gradient(denoiser, x, distill.Run(gens))
-        seen["t"] = torch.stack([loss.loss.t_min + (loss.loss.t_max - loss.loss.t_min)
-                                 * torch.rand((), generator=g, dtype=torch.float64) for g in draws])
-        seen["eps"] = None
         seen["x"] = x.clone()
         return x
 
     with torch.inference_mode():
         evaluation.run_with_model(loss.model, loss.conds, latent, seed, run)
-    gens = copies(distill.item_generators(seed, latent.shape[0]))
-    for g in gens:  # ε comes after t in each item's stream
-        torch.rand((), generator=g, dtype=torch.float64)
-    seen["eps"] = torch.stack([torch.randn(latent.shape[1:], generator=g) for g in gens])
     return seen
 
 

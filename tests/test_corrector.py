@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from analytic import GaussianDenoiser, fourier_filter
-from rng import copies
+from rng import replay_draws
 from distill import Run, ScoreDistillation, fixed_noise, item_generators, lmc_direction, normalize_to
 from distill.corrector import UNetCorrector, collect_triplets, corrector_loss, fit_spectral, train_unet
 from distill.schedule import sigma_at
@@ -95,9 +95,7 @@ def test_lmc_gradient_equals_the_closed_form_for_a_known_corrector():
     loss = ScoreDistillation(direction=lambda ev: lmc_direction(ev, Gain()), extra=("negative",), cfg=8.0,
                              weighting="uniform")
     gens = item_generators(4, 3)
-    replay = copies(gens)
-    t = torch.stack([0.02 + 0.96 * torch.rand((), generator=g, dtype=torch.float64) for g in replay])
-    eps = torch.stack([torch.randn(SHAPE, generator=g) for g in replay])
+    t, eps = replay_draws(loss, gens, x.shape)
     g = loss.gradient(den, x, Run(gens))
 
     s = sigma_at(den.sigmas, t).float().view(-1, 1, 1, 1)

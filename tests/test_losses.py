@@ -5,7 +5,7 @@ import torch
 from analytic import GaussianDenoiser, fourier_filter
 from distill import Run, ScoreDistillation, item_generators, target_loss
 from distill.schedule import sigma_at
-from rng import copies
+from rng import replay_draws
 
 SHAPE = (4, 16, 16)
 
@@ -13,15 +13,6 @@ SHAPE = (4, 16, 16)
 def class_means(seed=1):
     g = torch.Generator().manual_seed(seed)
     return {"positive": torch.randn(SHAPE, generator=g), "negative": torch.zeros(SHAPE)}
-
-
-def draws(loss, generators, shape):
-    """The t and ε the loss draws from these generators: t ~ U[t_min, t_max], then ε, per item."""
-    ts, eps = [], []
-    for g in generators:
-        ts.append(loss.t_min + (loss.t_max - loss.t_min) * torch.rand((), generator=g, dtype=torch.float64))
-        eps.append(torch.randn(shape[1:], generator=g))
-    return torch.stack(ts), torch.stack(eps)
 
 
 def closed_form_eps(den, x, eps, sigma_eff, branch):
@@ -37,7 +28,7 @@ def test_sds_gradient_equals_closed_form(flow, cfg):
     x = den.sample(3, "positive", torch.Generator().manual_seed(2)) * 0.5
     loss = ScoreDistillation(cfg=cfg, weighting="sds")
     gens = item_generators(7, 3)
-    t, eps = draws(loss, copies(gens), x.shape)
+    t, eps = replay_draws(loss, gens, x.shape)
     g = loss.gradient(den, x, Run(gens))
 
     sigma = sigma_at(den.sigmas, t).float()
@@ -57,7 +48,7 @@ def test_weighting_ratios_are_one_minus_alpha_bar_and_fantasia3d():
     x = den.sample(4, "positive", torch.Generator().manual_seed(3))
     grads = {w: ScoreDistillation(cfg=7.5, weighting=w).gradient(den, x, Run(item_generators(5, 4)))
              for w in ("sds", "uniform", "fantasia3d")}
-    t, _ = draws(ScoreDistillation(), item_generators(5, 4), x.shape)
+    t, _ = replay_draws(ScoreDistillation(), item_generators(5, 4), x.shape)
     abar = (1 / (1 + sigma_at(den.sigmas, t) ** 2)).float().view(-1, 1, 1, 1)
     assert torch.allclose(grads["sds"], (1 - abar) * grads["uniform"], rtol=1e-5, atol=1e-6)
     assert torch.allclose(grads["fantasia3d"], abar.sqrt() * (1 - abar) * grads["uniform"], rtol=1e-5, atol=1e-6)
@@ -74,7 +65,7 @@ def test_cfg_one_evaluates_only_the_positive_branch():
 def test_timesteps_stay_in_range():
     den = GaussianDenoiser(SHAPE)
     loss = ScoreDistillation(t_min=0.3, t_max=0.6)
-    t, _ = draws(loss, item_generators(0, 512), (512, *SHAPE))
+    t, _ = replay_draws(loss, item_generators(0, 512), (512, *SHAPE))
     assert 0.3 <= t.min() and t.max() <= 0.6
     assert t.max() - t.min() > 0.29  # the whole range is used
     sigma = sigma_at(den.sigmas, t)
@@ -133,7 +124,7 @@ def test_nfsd_gradient_equals_closed_form_on_each_side_of_the_threshold(t_min, t
     x = den.sample(3, "positive", torch.Generator().manual_seed(2)) * 0.5
     loss = nfsd_loss(threshold=0.2, t_min=t_min, t_max=t_max)
     gens = item_generators(7, 3)
-    t, eps = draws(loss, copies(gens), x.shape)
+    t, eps = replay_draws(loss, gens, x.shape)
     g = loss.gradient(den, x, Run(gens))
     sigma = sigma_at(den.sigmas, t).float()
     e = {b: closed_form_eps(den, x, eps, sigma, b) for b in ("positive", "negative", "nfsd_negative")}
@@ -149,7 +140,7 @@ def test_nfsd_threshold_is_decided_per_item():
     x = torch.zeros(64, *SHAPE)
     loss = nfsd_loss(threshold=0.5, weighting="uniform")
     gens = item_generators(3, 64)
-    t, eps = draws(loss, copies(gens), x.shape)
+    t, eps = replay_draws(loss, gens, x.shape)
     assert (t < 0.5).any() and (t >= 0.5).any()
     g = loss.gradient(den, x, Run(gens))
     sigma = sigma_at(den.sigmas, t).float()
