@@ -63,13 +63,12 @@ def main():
     latents = vae.encode(train.folder_images(args.images, args.size)) if args.images else None
     out = args.out or f"{Path(args.checkpoint).stem}_{args.kind}.safetensors"
 
-    def progress(step, total, loss):
-        if (step + 1) % 100 == 0 or step + 1 == total:
-            print(f"step {step + 1}/{total}  L_k {loss:.3g}", flush=True)
+    def progress(phase, done, total):
+        print(f"\r{phase} {done}/{total}", end="\n" if done == total else "", flush=True)
 
     path, losses = train.train_for_model(model, unconditional, latents, kind=args.kind, pairs=args.pairs,
                                          steps=args.steps, seed=args.seed, filename=out,
-                                         sample_size=args.size // 8, on_step=progress)
+                                         sample_size=args.size // 8, progress=progress)
     print(f"saved {path}" + (f" (final L_k {losses[-1]:.3g})" if losses else ""))
 
 

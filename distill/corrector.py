@@ -158,9 +158,11 @@ class Triplets:
 
 
 def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator: torch.Generator,
-                     t_range: tuple[float, float] = (0.02, 0.98), batch: int = 16) -> Triplets:
+                     t_range: tuple[float, float] = (0.02, 0.98), batch: int = 16,
+                     progress: Callable[[int, int], None] | None = None) -> Triplets:
     """(z, ẑ_t, t) with t ~ U(t_range), ẑ_t the denoiser's "positive" x0-prediction (give it the
     unconditional prompt there) from z_t = a·z + b·ε; each latent gives ``pairs`` triplets.
+    progress(done, total) after each batch, counting noisy latents evaluated.
 
     Each triplet's ẑ_t is the mean over an antithetic pair, ε and −ε at the same z and t: an unbiased
     estimate of the bias E_ε[ẑ_t] in which the part linear in ε cancels, which takes most of the
@@ -178,6 +180,8 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
         a, b = (per_item(c, zs) for c in denoiser.coefficients(sigma))
         with torch.inference_mode():
             out.append(denoiser(noised(zs, es, a, b), sigma, 1.0)["positive"].clone().to(zs))
+        if progress is not None:
+            progress(i + len(zs), len(z))
     pair_mean = torch.cat(out).unflatten(0, (-1, 2)).mean(1)
     return Triplets(z[::2].contiguous(), pair_mean, t[::2].contiguous())
 

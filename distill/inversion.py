@@ -5,6 +5,7 @@ stationary equation κ = ε̂(a·x + b·κ, σ). SDS draws κ at random; SDI app
 DDIM from the clean latent up to the step's noise level.
 """
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -110,9 +111,11 @@ class DDIMInversion:
         return (x_inv - a * x) / b
 
 
-def ddim_sample(denoiser: Denoiser, noise: Tensor, steps: int, cfg: float = 1.0) -> Tensor:
+def ddim_sample(denoiser: Denoiser, noise: Tensor, steps: int, cfg: float = 1.0,
+                progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Deterministic DDIM from pure noise at t = 1 down the grid 1, (n−1)/n, …, 0: ddim_invert's walk
-    reversed, ending as the clean latent (the state at the schedule's start divided by its a)."""
+    reversed, ending as the clean latent (the state at the schedule's start divided by its a).
+    progress(done, steps) after each step."""
     grid = inversion_grid(1.0, steps)[::-1]
     sigmas, n = denoiser.sigmas, len(noise)
     levels = [sigma_at(sigmas, torch.full((n,), t)).to(noise) for t in grid]
@@ -124,4 +127,6 @@ def ddim_sample(denoiser: Denoiser, noise: Tensor, steps: int, cfg: float = 1.0)
             x0 = denoiser(x, levels[k], cfg)["cfg"]
         x0 = x0.clone().to(noise)
         x = ddim_step(x0, eps_from_x0(x, x0, a, b), a_to, b_to)
+        if progress is not None:
+            progress(k + 1, steps)
     return x / coefficients[-1][0]

@@ -38,21 +38,26 @@ def folder_images(folder: str, size: int) -> torch.Tensor:
 
 def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Tensor | None, *, kind: str,
                     pairs: int, steps: int, seed: int, filename: str, sample_count: int = 16,
-                    sample_size: int = 64, on_step=None) -> tuple[Path, list[float]]:
+                    sample_size: int = 64, progress=None) -> tuple[Path, list[float]]:
     """Fit or train a corrector on the model's unconditional predictions; returns its file and L_k per step.
 
     latents: raw VAE-space latents of the user's images, or None to let the model sample
-    ``sample_count`` latents itself (DDIM, 50 steps). on_step(step, total, loss) reports progress;
-    an exception from it (an interrupt) still saves what the U-Net has learned.
+    ``sample_count`` latents itself (DDIM, 50 steps). progress(phase, done, total) reports each phase
+    ("sampling", "collecting", "training"); an exception from it (an interrupt) while training still
+    saves what the U-Net has learned.
     """
+    def report(phase):
+        return None if progress is None else lambda done, total: progress(phase, done, total)
+
     latent_format = model.get_model_object("latent_format")
     generator = torch.Generator().manual_seed(seed)
     found = {}
 
     def collect(denoiser, x):
         if latents is None:
-            x = ddim_sample(denoiser, torch.randn(x.shape, generator=generator).to(x), 50)
-        found["triplets"] = collect_triplets(denoiser, x, pairs, generator, T_RANGE)
+            x = ddim_sample(denoiser, torch.randn(x.shape, generator=generator).to(x), 50,
+                            progress=report("sampling"))
+        found["triplets"] = collect_triplets(denoiser, x, pairs, generator, T_RANGE, progress=report("collecting"))
         return x
 
     start = latents
@@ -72,13 +77,15 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
     with torch.inference_mode(False):
         net, losses = UNetCorrector(latent_format.latent_channels), []
 
-    def report(step, loss):
+    training = report("training")
+
+    def on_step(step, loss):
         losses.append(loss)
-        if on_step is not None:
-            on_step(step, steps, loss)
+        if training is not None:
+            training(step + 1, steps)
 
     try:
-        train_unet(net, data, steps, seed=seed, on_step=report)
+        train_unet(net, data, steps, seed=seed, on_step=on_step)
     finally:
         path = save(net, losses)
     return path, losses
@@ -140,13 +147,13 @@ class TrainLMCCorrector(io.ComfyNode):
         if images is not None and vae is None:
             raise ValueError("vae: images (or a folder) need the model's VAE to become latents; connect it.")
         latents = vae.encode(images[..., :3]) if images is not None else None
-        pbar = comfy.utils.ProgressBar(steps if kind == "unet" else 1)
+        pbar = comfy.utils.ProgressBar(1)
 
-        def on_step(step, total, loss):
-            pbar.update_absolute(step + 1, total)
+        def progress(phase, done, total):
+            pbar.update_absolute(done, total)
             comfy.model_management.throw_exception_if_processing_interrupted()
 
         correctors.check_name(filename)
         _, losses = train_for_model(model, unconditional, latents, kind=kind, pairs=pairs_per_latent, steps=steps,
-                                    seed=seed, filename=filename, sample_size=image_size // 8, on_step=on_step)
+                                    seed=seed, filename=filename, sample_size=image_size // 8, progress=progress)
         return io.NodeOutput(correctors.load(filename), curve_image(losses, "L_k per training step"))

@@ -242,12 +242,12 @@ def progress_hook(hook):
         comfy.model_management.interrupt_current_processing(False)
 
 
-def interrupt_at(step: int):
-    """A progress hook that presses ComfyUI's interrupt when the progress bar reaches `step`."""
+def interrupt_at(step: int, of: int | None = None):
+    """A progress hook that presses ComfyUI's interrupt when the progress bar reaches `step` (of `of`)."""
     import comfy.model_management
 
     def hook(value, total, preview, node_id=None):
-        if value == step:
+        if value == step and of in (None, total):
             comfy.model_management.interrupt_current_processing()
 
     return progress_hook(hook)

@@ -161,7 +161,22 @@ def test_an_interrupt_during_training_still_saves_what_was_learned(corrector_fol
 
     from comfy_harness import interrupt_at
 
-    with interrupt_at(3), pytest.raises(comfy.model_management.InterruptProcessingException):
-        train(tiny_model("eps"), "partial.safetensors", kind="unet", steps=50)
+    with interrupt_at(3, of=40), pytest.raises(comfy.model_management.InterruptProcessingException):
+        train(tiny_model("eps"), "partial.safetensors", kind="unet", steps=40)  # 40: not the 50 DDIM steps
     saved = run_node("DistillLMCCorrector", corrector_name="partial.safetensors").args[0]
     assert saved.metadata["steps"] == "3"
+
+
+def test_training_shows_each_phase_and_an_interrupt_before_training_saves_nothing(corrector_folder):
+    import comfy.model_management
+
+    from comfy_harness import interrupt_at, progress_hook
+
+    seen = []
+    with progress_hook(lambda value, total, preview, node_id=None: seen.append((value, total))):
+        train(tiny_model("eps"), "phases.safetensors", kind="unet", steps=5)
+    sampling, collecting, training = 50, 16 * 4 * 2, 5  # DDIM steps; 16 sampled latents × 4 antithetic pairs
+    assert {(sampling, sampling), (collecting, collecting), (training, training)} <= set(seen)
+    with interrupt_at(16, of=collecting), pytest.raises(comfy.model_management.InterruptProcessingException):
+        train(tiny_model("eps"), "stopped.safetensors", kind="unet", steps=5)
+    assert not (corrector_folder / "stopped.safetensors").exists()
