@@ -116,34 +116,34 @@ def run_node(node_id: str, **inputs):
 
 
 class Server:
-    """`python main.py --cpu` on a free loopback port with the pack and the test nodes, stopped on exit."""
+    """`python main.py --cpu` on a free loopback port, stopped on exit. Its base directory is `tmp`
+    (models/, input/, output/, temp/, custom_nodes/ with the pack and the test nodes)."""
 
     def __init__(self, tmp: Path):
         import socket
         import subprocess
 
+        self.base = tmp
         custom = tmp / "custom_nodes"
-        custom.mkdir()
+        custom.mkdir(exist_ok=True)
         for folder in ("input", "output"):
-            (tmp / folder).mkdir()
+            (tmp / folder).mkdir(exist_ok=True)
         (custom / PACK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
         (custom / "distill_test_nodes").symlink_to(PACK_ROOT / "tests" / "comfy_test_nodes", target_is_directory=True)
-        (tmp / "extra_model_paths.yaml").write_text(f"distill_tests:\n    base_path: {tmp}\n    custom_nodes: custom_nodes/\n")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (tmp / "server.log").open("w")
+        self.address = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.address}"
+        self.log_path = tmp / "server.log"
+        self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-             "--extra-model-paths-config", str(tmp / "extra_model_paths.yaml"),
+             "--base-directory", str(tmp), "--database-url", "sqlite:///:memory:",
              "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME, "distill_test_nodes",
-             "--output-directory", str(tmp / "output"), "--input-directory", str(tmp / "input"),
-             "--temp-directory", str(tmp), "--database-url", "sqlite:///:memory:",
              "--preview-method", "latent2rgb"],
             cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        self.log_path = tmp / "server.log"
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 120.0):
@@ -173,21 +173,29 @@ class Server:
 
         return requests.post(self.url + path, json=payload, timeout=30)
 
-    def run_prompt(self, prompt: dict, timeout: float = 300.0) -> dict:
-        """POST a prompt, wait until its history entry says it finished, return that entry."""
-        import time
-
+    def queue(self, prompt: dict) -> str:
         r = self.post("/prompt", {"prompt": prompt})
         assert r.ok, r.text
-        prompt_id = r.json()["prompt_id"]
+        return r.json()["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 300.0) -> dict:
+        """The prompt's history entry once it has finished (success, error or interrupted)."""
+        import time
+
         start = time.time()
         while time.time() - start < timeout:
             entry = self.get(f"/history/{prompt_id}").json().get(prompt_id)
-            if entry and entry.get("status", {}).get("completed") is not None:
-                if entry["status"].get("status_str") in ("success", "error"):
-                    return entry
+            if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
+                return entry
             time.sleep(0.5)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s")
+
+    def run_prompt(self, prompt: dict, timeout: float = 300.0) -> dict:
+        """POST a prompt and return its history entry once it has finished."""
+        return self.wait(self.queue(prompt), timeout)
+
+    def running(self) -> list[str]:
+        return [item[1] for item in self.get("/queue").json()["queue_running"]]
 
     def stop(self):
         self.proc.terminate()
@@ -198,6 +206,24 @@ class Server:
         self.log.close()
 
 
+def tiny_sds_prompt(steps=4, t_min=0.02, t_max=0.98) -> dict:
+    """An API prompt: the test nodes' tiny model and conditioning, SDS Loss, Optimize Latent, saved outputs."""
+    return {
+        "1": {"class_type": "DistillTestTinyModel", "inputs": {"kind": "eps", "seed": 0}},
+        "2": {"class_type": "DistillTestConditioning", "inputs": {"seed": 1}},
+        "3": {"class_type": "DistillTestConditioning", "inputs": {"seed": 2}},
+        "4": {"class_type": "DistillSDSLoss", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "cfg": 100.0, "weighting": "sds",
+            "t_min": t_min, "t_max": t_max, "t_schedule": "uniform", "grad_clip": 0.0}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "6": {"class_type": "DistillOptimizeLatent", "inputs": {
+            "latent": ["5", 0], "loss": ["4", 0], "steps": steps, "learning_rate": 0.1, "optimizer": "adamw",
+            "lr_schedule": "cosine", "seed": 0, "l2_to_init": 0.0}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "distill/sds"}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["6", 1], "filename_prefix": "distill/plot"}},
+    }
+
+
 def pack(submodule: str):
     """A module of the pack as ComfyUI loaded it, e.g. pack("nodes.evaluation") or pack("distill")."""
     import importlib
@@ -206,6 +232,37 @@ def pack(submodule: str):
 
     root = nodes.NODE_CLASS_MAPPINGS["DistillSDSLoss"].__module__.rsplit(".nodes.", 1)[0]
     return importlib.import_module(f"{root}.{submodule}")
+
+
+TINY_SD15_UNET = UNET | {"model_channels": 320, "context_dim": 768, "num_heads": 8, "channel_mult": [1],
+                         "num_res_blocks": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1]}
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> None:
+    """An SD1.5-format checkpoint file that CheckpointLoaderSimple accepts, with random fp16 weights:
+    a one-level 320-channel UNet (the smallest SD1.5 detection recognises, 26M parameters), a full-size
+    CLIP-L and the SD VAE (233M parameters in all, 466 MB)."""
+    import comfy.model_base
+    import comfy.sd1_clip
+    import comfy.supported_models
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    from safetensors.torch import save_file
+
+    config = comfy.supported_models.SD15(dict(TINY_SD15_UNET, dtype=torch.float32))
+    config.set_inference_dtype(torch.float32, None)
+    unet = comfy.model_base.BaseModel(config, device=torch.device("cpu")).diffusion_model
+    clip = comfy.sd1_clip.SD1ClipModel(device="cpu", dtype=torch.float32)
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    vae = AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
+    shapes = ({f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
+              | {f"cond_stage_model.{k.removeprefix('clip_l.')}": v for k, v in clip.state_dict().items()}
+              | {f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+    g = torch.Generator().manual_seed(seed)
+    weights = {k: (torch.randn(v.shape, generator=g) * 0.02).half() if v.is_floating_point() else v.contiguous()
+               for k, v in shapes.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(path))
 
 
 def tiny_vae(seed: int = 0, taesd: bool = False, channels: int = 4):

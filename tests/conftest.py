@@ -27,3 +27,26 @@ def comfy():
     from comfy_harness import load_comfyui
 
     return load_comfyui()
+
+
+@pytest.fixture(scope="session")
+def live_server(comfy, tmp_path_factory):
+    """A headless ComfyUI with the pack, the test nodes, a tiny SD1.5 checkpoint file under the name the
+    shipped workflows load, and input/example.png (the image the editing workflows load)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from comfy_harness import PACK_ROOT, Server, tiny_checkpoint
+
+    base = tmp_path_factory.mktemp("comfyui")
+    sds = json.loads((PACK_ROOT / "workflows/api/sds_text_to_image.json").read_text())
+    ckpt_name = next(n["inputs"]["ckpt_name"] for n in sds.values() if n["class_type"] == "CheckpointLoaderSimple")
+    tiny_checkpoint(base / "models" / "checkpoints" / ckpt_name)
+    (base / "input").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(base / "input" / "example.png")
+    server = Server(base)
+    yield server
+    server.stop()
