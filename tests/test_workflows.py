@@ -1,10 +1,15 @@
-"""The shipped workflows: generated from one description, and consistent with what the server declares."""
+"""The shipped workflows: generated from one description, consistent with what a live server declares,
+accepted by it as shipped, listed by its template browser, and run end to end on a tiny checkpoint."""
 import importlib.util
 import json
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 
-from comfy_harness import COMFYUI, PACK_ROOT, SKIP_REASON, Server
+from comfy_harness import PACK_NAME, PACK_ROOT, tiny_sds_prompt
 
 WORKFLOWS = PACK_ROOT / "workflows"
 UI = sorted(WORKFLOWS.glob("*.json"))
@@ -38,14 +43,8 @@ def is_widget(spec) -> bool:
 
 
 @pytest.fixture(scope="module")
-def object_info(tmp_path_factory):
-    if COMFYUI is None:
-        pytest.skip(SKIP_REASON)
-    server = Server(tmp_path_factory.mktemp("comfyui"))
-    try:
-        yield server.get("/object_info").json()
-    finally:
-        server.stop()
+def object_info(live_server):
+    return live_server.get("/object_info").json()
 
 
 @pytest.mark.comfyui
@@ -84,3 +83,91 @@ def test_api_workflow_matches_object_info(path, object_info):
             if isinstance(value, list):
                 source = prompt[value[0]]
                 assert object_info[source["class_type"]]["output"][value[1]] == declared[name][0]
+
+
+@pytest.mark.comfyui
+def test_template_browser_lists_every_ui_workflow_and_serves_it(live_server):
+    templates = live_server.get("/api/workflow_templates").json()
+    assert sorted(templates[PACK_NAME]) == [p.stem for p in UI]
+    for path in UI:
+        r = live_server.get(f"/api/workflow_templates/{PACK_NAME}/{path.name}")
+        assert r.ok and r.json() == json.loads(path.read_text()), path.name
+
+
+@pytest.mark.comfyui
+def test_server_accepts_every_api_workflow_as_shipped(live_server):
+    """Each file is validated by POST /prompt while a long prompt holds the queue; none of them runs."""
+    blocker = live_server.queue(tiny_sds_prompt(steps=10000))
+    while blocker not in live_server.running():
+        time.sleep(0.1)
+    queued = []
+    for path in API:
+        r = live_server.post("/prompt", {"prompt": json.loads(path.read_text())})
+        assert r.ok and r.json()["node_errors"] == {}, (path.name, r.text)
+        queued.append(r.json()["prompt_id"])
+    live_server.post("/queue", {"delete": queued})
+    live_server.post("/interrupt", {"prompt_id": blocker})
+    live_server.wait(blocker)
+    history = live_server.get("/history").json()
+    assert not set(queued) & set(history)
+
+
+# Settings that take every path of each workflow in seconds on CPU: NODE CLASS.input → value.
+FAST = {
+    "EmptyLatentImage.width": 64, "EmptyLatentImage.height": 64, "DistillOptimizeLatent.steps": 2,
+    "DistillOptimizeImage.steps": 3, "DistillOptimizeImage.whole_image_steps": 1,
+    "DistillOptimizeImage.native_size": 64, "DistillDDIMInvertNoise.inversion_steps": 2,
+    "DistillTrainLMCCorrector.pairs_per_latent": 2, "DistillTrainLMCCorrector.image_size": 64,
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def fast_settings(prompt: dict, server) -> list[str]:
+    classes = {n["class_type"] for n in prompt.values()}
+    settings = [f"{k}={v}" for k, v in FAST.items() if k.split(".")[0] in classes]
+    if "DistillTrainLMCCorrector" in classes:
+        settings.append(f"DistillTrainLMCCorrector.folder={server.base / 'input'}")
+    return [arg for s in settings for arg in ("--set", s)]
+
+
+def run_workflow(server, name: str, out) -> subprocess.CompletedProcess:
+    """The pack's headless runner on workflows/api/NAME.json with FAST settings."""
+    path = WORKFLOWS / "api" / f"{name}.json"
+    command = [sys.executable, "-m", "headless", str(path), "--server", server.address, "--out", str(out)]
+    return subprocess.run(command + fast_settings(json.loads(path.read_text()), server), cwd=PACK_ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def check_outputs(name: str, result: subprocess.CompletedProcess, out) -> None:
+    """The run succeeded, showed progress, and downloaded one PNG per image output node."""
+    assert result.returncode == 0, result.stderr
+    prompt = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    image_nodes = [n for n in prompt.values() if n["class_type"] in ("SaveImage", "PreviewImage")]
+    files = sorted(out.rglob("*.png"))
+    assert len(files) == len(image_nodes) == result.stdout.count("saved "), result.stdout
+    assert all(f.read_bytes()[:8] == PNG for f in files)
+    assert re.search(r"\b(\d+)/\1 \[", result.stderr), f"no progress bar reached its end:\n{result.stderr}"
+    for key, steps in FAST.items():
+        if key.endswith(".steps") and key.split(".")[0] in {n["class_type"] for n in prompt.values()}:
+            assert f"{steps}/{steps} [" in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(live_server, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train_corrector")
+    return out, run_workflow(live_server, "train_corrector", out)
+
+
+@pytest.mark.comfyui
+def test_train_corrector_workflow_makes_the_corrector_the_lmc_workflows_load(live_server, trained):
+    out, result = trained
+    check_outputs("train_corrector", result, out)
+    prompt = json.loads((WORKFLOWS / "api" / "lmc_sds_text_to_image.json").read_text())
+    name = next(n["inputs"]["corrector_name"] for n in prompt.values() if n["class_type"] == "DistillLMCCorrector")
+    assert (live_server.base / "models" / "lmc_correctors" / name).is_file()
+
+
+@pytest.mark.comfyui
+@pytest.mark.parametrize("name", [p.stem for p in API if p.stem != "train_corrector"])
+def test_api_workflow_runs_end_to_end_through_the_runner(name, live_server, trained, tmp_path):
+    check_outputs(name, run_workflow(live_server, name, tmp_path), tmp_path)
