@@ -27,28 +27,43 @@ def arguments(argv):
     return parser.parse_args(argv)
 
 
+class NodeBar:
+    """One terminal bar at a time: a new one for each node, and for each phase of a node (a new total)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def show(self, label: str, value: int, total: int) -> None:
+        if self.bar is not None and (self.bar.desc != label or self.bar.total != total or value < self.bar.n):
+            self.close()
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=label, unit="step", file=sys.stderr)
+        self.bar.update(value - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def watch(client: Client, prompt: dict, prompt_id: str) -> str | None:
     """Follow the prompt to its end; returns the server's failure text, or None when it succeeded."""
-    bar, failure = None, None
-    for kind, data in client.events(prompt_id):
-        node = data.get("node") or data.get("node_id")
-        label = describe(prompt, node) if node in prompt else node
-        new_phase = kind == "progress" and bar is not None and (
-            bar.desc != label or bar.total != data["max"] or data["value"] < bar.n)
-        if bar is not None and (kind == "executing" or new_phase):
-            bar.close()
-            bar = None
-        if kind == "executing":
-            print(f"running {label}", file=sys.stderr)
-        elif kind == "progress":
-            bar = bar or tqdm(total=data["max"], desc=label, unit="step", file=sys.stderr)
-            bar.update(data["value"] - bar.n)
-        elif kind == "execution_error":
-            failure = (f"node {label} failed: {data['exception_type']}: {data['exception_message'].strip()}\n"
-                       f"(the traceback is in the ComfyUI console)")
-        elif kind == "execution_interrupted":
-            failure = f"interrupted on the server while running node {label}"
-    if bar is not None:
+    bar, failure = NodeBar(), None
+    try:
+        for kind, data in client.events(prompt_id):
+            node = data.get("node") or data.get("node_id")
+            label = describe(prompt, node) if node in prompt else node
+            if kind == "executing":
+                bar.close()
+                print(f"running {label}", file=sys.stderr)
+            elif kind == "progress":
+                bar.show(label, data["value"], data["max"])
+            elif kind == "execution_error":
+                failure = (f"node {label} failed: {data['exception_type']}: {data['exception_message'].strip()}\n"
+                           f"(the traceback is in the ComfyUI console)")
+            elif kind == "execution_interrupted":
+                failure = f"interrupted on the server while running node {label}"
+    finally:
         bar.close()
     return failure
 
