@@ -234,14 +234,16 @@ def pack(submodule: str):
     return importlib.import_module(f"{root}.{submodule}")
 
 
-TINY_SD15_UNET = UNET | {"model_channels": 320, "context_dim": 768, "num_heads": 8, "channel_mult": [1],
-                         "num_res_blocks": [1], "transformer_depth": [1], "transformer_depth_output": [1, 1]}
+# SD1.5 detection needs 320 channels and context 768; attention only at the second level keeps a 512×512
+# step on CPU near 2 s (4.6× faster than attention at full latent resolution).
+TINY_SD15_UNET = UNET | {"model_channels": 320, "context_dim": 768, "num_heads": 8, "channel_mult": [1, 1],
+                         "num_res_blocks": [1, 1], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1]}
 
 
 def tiny_checkpoint(path: Path, seed: int = 0) -> None:
     """An SD1.5-format checkpoint file that CheckpointLoaderSimple accepts, with random fp16 weights:
-    a one-level 320-channel UNet (the smallest SD1.5 detection recognises, 26M parameters), a full-size
-    CLIP-L and the SD VAE (233M parameters in all, 466 MB)."""
+    a two-level 320-channel UNet (37M parameters), a full-size CLIP-L and the SD VAE (244M parameters in
+    all, 488 MB)."""
     import comfy.model_base
     import comfy.sd1_clip
     import comfy.supported_models

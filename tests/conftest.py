@@ -43,10 +43,12 @@ def live_server(comfy, tmp_path_factory):
     base = tmp_path_factory.mktemp("comfyui")
     sds = json.loads((PACK_ROOT / "workflows/api/sds_text_to_image.json").read_text())
     ckpt_name = next(n["inputs"]["ckpt_name"] for n in sds.values() if n["class_type"] == "CheckpointLoaderSimple")
-    tiny_checkpoint(base / "models" / "checkpoints" / ckpt_name)
+    checkpoint = base / "models" / "checkpoints" / ckpt_name
+    tiny_checkpoint(checkpoint)
     (base / "input").mkdir()
     pixels = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(base / "input" / "example.png")
     server = Server(base)
     yield server
     server.stop()
+    checkpoint.unlink()  # 488 MB; pytest keeps the last three sessions' folders
