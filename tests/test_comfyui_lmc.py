@@ -180,3 +180,27 @@ def test_training_shows_each_phase_and_an_interrupt_before_training_saves_nothin
     with interrupt_at(16, of=collecting), pytest.raises(comfy.model_management.InterruptProcessingException):
         train(tiny_model("eps"), "stopped.safetensors", kind="unet", steps=5)
     assert not (corrector_folder / "stopped.safetensors").exists()
+
+
+def test_make_corrector_command_trains_from_a_checkpoint_file(live_server, tmp_path):
+    """corrector_weights/make_corrector.py on the live tests' SD1.5 checkpoint file and example image."""
+    import subprocess
+    import sys
+    import uuid
+
+    from comfy_harness import COMFYUI, PACK_ROOT
+
+    checkpoint = next((live_server.base / "models" / "checkpoints").glob("*.safetensors"))
+    name = f"test_cli_{uuid.uuid4().hex[:8]}.safetensors"
+    result = subprocess.run(
+        [sys.executable, "corrector_weights/make_corrector.py", "--checkpoint", str(checkpoint), "--images",
+         str(live_server.base / "input"), "--size", "64", "--pairs", "2", "--out", name, "--cpu",
+         "--comfyui", str(COMFYUI)], cwd=PACK_ROOT, capture_output=True, text=True, timeout=300)
+    path = COMFYUI / "models" / "lmc_correctors" / name
+    try:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "collecting 4/4" in result.stdout and f"saved {path}" in result.stdout, result.stdout
+        _, metadata = pack("distill.corrector_file").load_corrector(path)
+        assert metadata["latent_format"] == "SD15" and metadata["images"] == "1"
+    finally:
+        path.unlink(missing_ok=True)
