@@ -39,10 +39,11 @@ def live_server(comfy, tmp_path_factory):
     from PIL import Image
 
     from comfy_harness import PACK_ROOT, Server, tiny_checkpoint
+    from headless.workflow import find_node
 
     base = tmp_path_factory.mktemp("comfyui")
     sds = json.loads((PACK_ROOT / "workflows/api/sds_text_to_image.json").read_text())
-    ckpt_name = next(n["inputs"]["ckpt_name"] for n in sds.values() if n["class_type"] == "CheckpointLoaderSimple")
+    ckpt_name = sds[find_node(sds, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"]
     checkpoint = base / "models" / "checkpoints" / ckpt_name
     tiny_checkpoint(checkpoint)
     (base / "input").mkdir()

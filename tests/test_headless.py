@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from comfy_harness import PACK_ROOT
-from headless.workflow import WorkflowError, load, set_input
+from headless.workflow import WorkflowError, find_node, load, set_input
 
 SDS = PACK_ROOT / "workflows" / "api" / "sds_text_to_image.json"
 FAST = ["--set", "EmptyLatentImage.width=64", "--set", "EmptyLatentImage.height=64"]
@@ -33,9 +33,8 @@ def test_set_finds_a_node_by_id_title_or_class_and_keeps_each_inputs_type():
     set_input(prompt, "3.cfg=50")
     set_input(prompt, "positive.text=42")
     set_input(prompt, "DistillSDSLoss.fixed_noise=true")
-    loss = next(n for n in prompt.values() if n["class_type"] == "DistillSDSLoss")["inputs"]
-    opt = next(n for n in prompt.values() if n["class_type"] == "DistillOptimizeLatent")["inputs"]
-    positive = next(n for n in prompt.values() if n.get("_meta", {}).get("title") == "positive")["inputs"]
+    loss, opt, positive = (prompt[find_node(prompt, name)]["inputs"]
+                           for name in ("DistillSDSLoss", "DistillOptimizeLatent", "positive"))
     assert (opt["steps"], loss["cfg"], loss["fixed_noise"], positive["text"]) == (20, 50.0, True, "42")
     assert isinstance(loss["cfg"], float)
 
@@ -72,7 +71,7 @@ def test_a_refused_prompt_exits_1_with_the_servers_message(live_server, tmp_path
 @pytest.mark.comfyui
 def test_a_failing_node_exits_1_with_the_servers_message(live_server, tmp_path):
     prompt = load(SDS)
-    empty = next(n for n in prompt.values() if n["class_type"] == "EmptyLatentImage")
+    empty = prompt[find_node(prompt, "EmptyLatentImage")]
     empty["class_type"] = "EmptySD3LatentImage"  # a 16-channel latent for a 4-channel model
     empty["inputs"] |= {"width": 64, "height": 64}
     path = tmp_path / "wrong_latent.json"

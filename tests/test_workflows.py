@@ -10,6 +10,7 @@ import time
 import pytest
 
 from comfy_harness import PACK_NAME, PACK_ROOT, tiny_sds_prompt
+from headless.workflow import find_node
 
 WORKFLOWS = PACK_ROOT / "workflows"
 UI = sorted(WORKFLOWS.glob("*.json"))
@@ -163,7 +164,7 @@ def test_train_corrector_workflow_makes_the_corrector_the_lmc_workflows_load(liv
     out, result = trained
     check_outputs("train_corrector", result, out)
     prompt = json.loads((WORKFLOWS / "api" / "lmc_sds_text_to_image.json").read_text())
-    name = next(n["inputs"]["corrector_name"] for n in prompt.values() if n["class_type"] == "DistillLMCCorrector")
+    name = prompt[find_node(prompt, "DistillLMCCorrector")]["inputs"]["corrector_name"]
     assert (live_server.base / "models" / "lmc_correctors" / name).is_file()
 
 
