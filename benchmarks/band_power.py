@@ -18,6 +18,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
 from analytic import GaussianDenoiser  # noqa: E402
 from distill import DDIMInversion, ScoreDistillation, Settings, ddim_sample, optimize  # noqa: E402
+from distill.denoiser import predict  # noqa: E402
 from distill.schedule import sigma_at  # noqa: E402
 
 SHAPE, BANDS = (4, 32, 32), 8
@@ -59,8 +60,8 @@ def main():
     args = p.parse_args()
     den = GaussianDenoiser(SHAPE)
     n = 8
-    start = den(torch.randn((n, *SHAPE), generator=torch.Generator().manual_seed(0)) * sigma_at(den.sigmas, torch.tensor(0.98)),
-                sigma_at(den.sigmas, torch.tensor([0.98] * n)), 1.0)["cfg"]  # x̂0 of pure noise (SDI notebook's start)
+    start = predict(den, torch.randn((n, *SHAPE), generator=torch.Generator().manual_seed(0)) * sigma_at(den.sigmas, torch.tensor(0.98)),
+                    sigma_at(den.sigmas, torch.tensor([0.98] * n)), 1.0)["cfg"]  # x̂0 of pure noise (SDI notebook's start)
     settings = Settings(steps=args.steps, lr=0.05, optimizer="adam", seed=0)
     common = dict(cfg=1.0, weighting="uniform", t_min=0.2, t_max=0.98, t_schedule="linear_anneal")
     sds, _ = optimize(start, ScoreDistillation(**common), den, settings)

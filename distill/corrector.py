@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from .denoiser import Denoiser
+from .denoiser import Denoiser, predict
 from .losses import normalize_to
 from .schedule import noised, per_item, sigma_at
 
@@ -179,7 +179,7 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
         sigma = sigma_at(denoiser.sigmas, ts).to(zs)
         a, b = (per_item(c, zs) for c in denoiser.coefficients(sigma))
         with torch.inference_mode():
-            out.append(denoiser(noised(zs, es, a, b), sigma, 1.0)["positive"].clone().to(zs))
+            out.append(predict(denoiser, noised(zs, es, a, b), sigma, 1.0)["positive"].clone().to(zs))
         if progress is not None:
             progress(i + len(zs), len(z))
     pair_mean = torch.cat(out).unflatten(0, (-1, 2)).mean(1)

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .denoiser import Denoiser
+from .denoiser import Denoiser, predict
 from .run import Run, gaussian_noise, uniform
 from .schedule import eps_from_x0, per_item, sigma_at
 
@@ -48,7 +48,7 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, t_end: Tensor, steps: int, cfg: f
         a, b = (per_item(c, xs) for c in denoiser.coefficients(s_from))
         a_to, b_to = (per_item(c, xs) for c in denoiser.coefficients(s_to))
         with torch.inference_mode():
-            x0 = denoiser(xs, s_from, cfg)["cfg"]
+            x0 = predict(denoiser, xs, s_from, cfg)["cfg"]
         x0 = x0.clone().to(x)
         nxt = ddim_step(x0, eps_from_x0(xs, x0, a, b), a_to, b_to)
         if eta > 0:
@@ -124,7 +124,7 @@ def ddim_sample(denoiser: Denoiser, noise: Tensor, steps: int, cfg: float = 1.0,
     for k in range(steps):
         (a, b), (a_to, b_to) = coefficients[k], coefficients[k + 1]
         with torch.inference_mode():
-            x0 = denoiser(x, levels[k], cfg)["cfg"]
+            x0 = predict(denoiser, x, levels[k], cfg)["cfg"]
         x0 = x0.clone().to(noise)
         x = ddim_step(x0, eps_from_x0(x, x0, a, b), a_to, b_to)
         if progress is not None:

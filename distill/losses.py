@@ -5,7 +5,7 @@ from typing import Callable, NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
-from .denoiser import Denoiser
+from .denoiser import Denoiser, Request
 from .run import Run, gaussian_noise
 from .schedule import alpha_bar, eps_from_x0, noised, per_item, sigma_at
 from .timesteps import T_SCHEDULES, sample_fractions
@@ -115,7 +115,8 @@ class ScoreDistillation:
 
     def gradient(self, denoiser: Denoiser, x: Tensor, run: Run) -> Tensor:
         """g on the clean latents x [B, ...]: one batched model evaluation, no graph through the model."""
-        t = sample_fractions(self.t_schedule, self.t_min, self.t_max, run.progress, run.generators)
+        t = sample_fractions(self.t_schedule, self.t_min, self.t_max, run.progress, run.generators,
+                             shared=denoiser.one_t_per_batch)
         x = x.detach()
         sigma = sigma_at(denoiser.sigmas, t).to(x)
         a, b = (per_item(c, x) for c in denoiser.coefficients(sigma))
@@ -124,22 +125,38 @@ class ScoreDistillation:
         else:
             noise = self.noise(denoiser, x, t, self.cfg, run)
         x_noisy = noised(x, noise, a, b)
-        batch, batch_sigma = x_noisy, sigma
+        requests = [Request(x_noisy, self.cfg, "positive", self.extra)]
         if self.resample:
-            batch = torch.cat([x_noisy, noised(x, gaussian_noise(x, run.generators), a, b)])
-            batch_sigma = torch.cat([sigma, sigma])
+            fresh = noised(x, gaussian_noise(x, run.generators), a, b)
+            requests.append(Request(fresh, 1.0, self.resample[0], self.resample[1:]))
         with torch.inference_mode():
-            out = denoiser(batch, batch_sigma, self.cfg, self.extra)
-        n = len(x)
-        x0 = {k: v[:n].clone().to(x) for k, v in out.items()}
-        x0 |= {f"{k}@fresh": out[k][n:].clone().to(x) for k in self.resample}
-        eps = {k: eps_from_x0(x_noisy, v, a, b) for k, v in x0.items() if not k.endswith("@fresh")}
+            out = denoiser(requests, sigma)
+        x0 = {k: v.clone().to(x) for k, v in out[0].items()}
+        eps = {k: eps_from_x0(x_noisy, v, a, b) for k, v in x0.items()}
+        if self.resample:
+            x0 |= {f"{k}@fresh": out[1][k].clone().to(x) for k in self.resample}
         w = WEIGHTINGS[self.weighting](alpha_bar(a, b))
-        g = self.direction(Evaluation(x, noise, t, w, self.cfg, x0, eps))
-        g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+        ev = Evaluation(x, noise, t, w, self.cfg, x0, eps)
+        g = self.direction(ev)
+        check_gradient(g, ev, run.step)
         if self.grad_clip > 0:
             g = g.clamp(-self.grad_clip, self.grad_clip)
         return g
+
+
+def check_gradient(g: Tensor, ev: Evaluation, step: int) -> None:
+    """Stops a run whose gradient is not finite, naming the step, the t and the likely cause (never a silent zero)."""
+    finite = torch.isfinite(g.flatten(1)).all(1).cpu()
+    if finite.all():
+        return
+    levels = ", ".join(f"{v:.3f}" for v in ev.t[~finite].tolist())
+    broken = [k for k, v in ev.x0.items() if k != "cfg" and not torch.isfinite(v).all()]
+    if broken:
+        cause = (f"the model's prediction ({', '.join(broken)}) is NaN or infinite: a broken model or patch, or "
+                 "half-precision overflow (try ComfyUI's --force-fp32)")
+    else:
+        cause = f"the guidance overflowed (cfg {ev.cfg}); lower cfg"
+    raise ValueError(f"step {step + 1}: the gradient is NaN or infinite at t = {levels}; {cause}.")
 
 
 def target_loss(x: Tensor, g: Tensor) -> Tensor:

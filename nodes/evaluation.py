@@ -3,10 +3,9 @@
 ``run_with_model`` runs a function inside ``CFGGuider.sample`` through a custom Sampler, so model
 loading, LoRA/weight patches, hooks, ControlNets, area/mask conds and the active model_sampling are
 prepared exactly as for sampling. ``ComfyDenoiser`` then evaluates every branch of a step in one
-``calc_cond_batch`` call and combines positive/negative with ``cfg_function``, so pre- and post-CFG
-patches apply — ``sampling_function`` with extra branches.
+``calc_cond_batch`` call and combines each guided pair with ``cfg_function``, so pre- and post-CFG
+patches apply — ``sampling_function`` with extra branches, and with branches at other latents.
 """
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -14,6 +13,11 @@ from torch import Tensor
 
 import comfy.samplers
 from comfy.model_patcher import ModelPatcher
+
+from ..distill.denoiser import Request
+
+PER_LEVEL_KEYS = ("timestep_start", "timestep_end", "control", "hooks")
+"""Cond entries ComfyUI applies by the batch's first timestep (ranges, ControlNet, hook keyframes)."""
 
 
 class ComfyDenoiser:
@@ -24,6 +28,8 @@ class ComfyDenoiser:
         self.model_options = model_options
         self.model_sampling = guider.inner_model.model_sampling
         self.sigmas = self.model_sampling.sigmas.detach().float().cpu()
+        self.one_t_per_batch = any(entry.get(key) is not None for cond in guider.conds.values() for entry in cond
+                                   for key in PER_LEVEL_KEYS)
 
     def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """(a, b) read off the model's own noise_scaling: x_σ = a·x + b·ε for every model_sampling type."""
@@ -32,26 +38,66 @@ class ComfyDenoiser:
         b = self.model_sampling.noise_scaling(sigma, one, torch.zeros_like(one))
         return a.flatten(), b.flatten()
 
-    def __call__(self, x_noisy: Tensor, sigma: Tensor, cfg: float, extra: Sequence[str] = ()) -> dict[str, Tensor]:
+    def __call__(self, requests: Sequence[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
         model, conds, options = self.guider.inner_model, self.guider.conds, self.model_options
-        skip_uncond = math.isclose(cfg, 1.0) and not options.get("disable_cfg1_optimization", False)
-        uncond = None if skip_uncond and "negative" not in extra else conds.get("negative")
-        names = [n for n in extra if n not in ("positive", "negative")]
-        branches = [conds.get("positive"), uncond] + [conds[n] for n in names]
+        pairs = [(r, name) for r in requests for name in r.branches()]
+        branches = [conds.get(name) for _, name in pairs]
+        x_in = requests[0].x_noisy
+        moved = {i: r.x_noisy for i, (r, _) in enumerate(pairs) if r.x_noisy is not x_in}
+        if moved:
+            options = _with_inputs(options, moved, branches, sigma)
         if "sampler_calc_cond_batch_function" in options:
-            args = {"conds": branches, "input": x_noisy, "sigma": sigma, "model": model, "model_options": options}
+            args = {"conds": branches, "input": x_in, "sigma": sigma, "model": model, "model_options": options}
             out = options["sampler_calc_cond_batch_function"](args)
         else:
-            out = comfy.samplers.calc_cond_batch(model, branches, x_noisy, sigma, options)
-        for fn in options.get("sampler_pre_cfg_function", []):
-            args = {"conds": branches, "conds_out": out, "cond_scale": cfg, "timestep": sigma,
-                    "input": x_noisy, "sigma": sigma, "model": model, "model_options": options}
-            out = fn(args)
-        x0 = {"positive": out[0]} | ({"negative": out[1]} if uncond is not None else {}) | dict(zip(names, out[2:]))
-        x0["cfg"] = comfy.samplers.cfg_function(
-            model, out[0], out[1], cfg, x_noisy, sigma, model_options=options, cond=branches[0], uncond=uncond
-        )
-        return x0
+            out = comfy.samplers.calc_cond_batch(model, branches, x_in, sigma, options)
+        results, start = [], 0
+        for r in requests:
+            names = r.branches()
+            mine, mine_out = branches[start:start + len(names)], list(out[start:start + len(names)])
+            start += len(names)
+            for fn in options.get("sampler_pre_cfg_function", []):
+                args = {"conds": mine, "conds_out": mine_out, "cond_scale": r.cfg, "timestep": sigma,
+                        "input": r.x_noisy, "sigma": sigma, "model": model, "model_options": options}
+                mine_out = fn(args)
+            x0 = dict(zip(names, mine_out))
+            guided = "negative" in names and r.positive != "negative"
+            uncond = x0["negative"] if guided else torch.zeros_like(x0[r.positive])  # as sampling_function at cfg 1
+            x0["cfg"] = comfy.samplers.cfg_function(model, x0[r.positive], uncond, r.cfg, r.x_noisy, sigma,
+                                                    model_options=options, cond=mine[0],
+                                                    uncond=mine[1] if guided else None)
+            results.append(x0)
+        return results
+
+
+def _with_inputs(options: dict, moved: dict[int, Tensor], branches: list, sigma: Tensor) -> dict:
+    """model_options whose model function gives the branches in ``moved`` (by index) their own latent.
+
+    calc_cond_batch cuts every branch's input from one latent; the wrapper replaces the chunks of the
+    moved branches by the same cut (ComfyUI's own area handling) of their latent, and recomputes a
+    ControlNet's output on the new input, before the one batched forward.
+    """
+    entries = {entry["uuid"]: entry for cond in branches if cond for entry in cond}
+    inner = options.get("model_function_wrapper")
+
+    def wrapper(apply_model, args):
+        order, c = args["cond_or_uncond"], args["c"]
+        chunks = list(args["input"].chunk(len(order)))
+        uuids = c["transformer_options"]["uuids"]
+        for k, (index, uuid) in enumerate(zip(order, uuids)):
+            if index in moved:
+                chunks[k] = comfy.samplers.get_area_and_mult(entries[uuid], moved[index], sigma).input_x
+        x = torch.cat(chunks)
+        if c.get("control") is not None:
+            control = next(entries[u]["control"] for u in uuids if entries[u].get("control") is not None)
+            rest = {k: v for k, v in c.items() if k != "control"}
+            c = rest | {"control": control.get_control(x, args["timestep"], rest, len(order), c["transformer_options"])}
+        args = args | {"input": x, "c": c}
+        if inner is not None:
+            return inner(apply_model, args)
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    return options | {"model_function_wrapper": wrapper}
 
 
 class _RunSampler(comfy.samplers.Sampler):

@@ -41,6 +41,7 @@ class GaussianDenoiser:
         self.means = means if means is not None else {"positive": torch.zeros(shape), "negative": torch.zeros(shape)}
         self.flow = flow
         self.sigmas = sd3_sigmas() if flow else sd15_sigmas()
+        self.one_t_per_batch = False
         self.calls: list[tuple[int, tuple[str, ...]]] = []
 
     def coefficients(self, sigma):
@@ -56,10 +57,14 @@ class GaussianDenoiser:
         mu = self.means[branch]
         return mu + fourier_filter(x_noisy / a - mu, self.spectrum / (self.spectrum + s2))
 
-    def __call__(self, x_noisy, sigma, cfg, extra=()):
-        names = ["positive"] + (["negative"] if cfg != 1 or "negative" in extra else [])
-        names += [n for n in extra if n not in names]
-        self.calls.append((x_noisy.shape[0] * len(names), tuple(names)))
-        out = {n: self.x0(x_noisy, sigma, n) for n in names}
-        out["cfg"] = out["positive"] if "negative" not in out else out["negative"] + cfg * (out["positive"] - out["negative"])
-        return out
+    def __call__(self, requests, sigma):
+        names = [r.branches() for r in requests]
+        self.calls.append((sum(len(r.x_noisy) * len(n) for r, n in zip(requests, names)),
+                           tuple(b for n in names for b in n)))
+        results = []
+        for r, branches in zip(requests, names):
+            out = {n: self.x0(r.x_noisy, sigma, n) for n in branches}
+            guided = "negative" in out and r.positive != "negative"
+            out["cfg"] = out["negative"] + r.cfg * (out[r.positive] - out["negative"]) if guided else out[r.positive]
+            results.append(out)
+        return results

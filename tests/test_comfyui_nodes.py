@@ -264,3 +264,70 @@ def test_refresh_every_cuts_inversion_calls_by_about_k():
         optimize_latent(sdi_loss(model, ddim_noise(refresh_every=k)), steps=steps)
         calls[k] = len(batches) - steps  # the loss's own evaluation is one call per step
     assert 4 <= calls[1] / calls[5] <= 6.5, calls
+
+
+def evaluate_in_comfyui(model, conds, run):
+    """run(denoiser) inside the pack's evaluation path with these conds; returns what run returned."""
+    evaluation, seen = pack("nodes.evaluation"), {}
+
+    def inside(denoiser, x):
+        seen["out"] = run(denoiser)
+        return x
+
+    with torch.inference_mode():
+        evaluation.run_with_model(model, conds, torch.zeros(SHAPE), 0, inside)
+    return seen["out"]
+
+
+def area(cond, x, y, size):
+    import node_helpers
+
+    return node_helpers.conditioning_set_values(cond, {"area": (size // 8, size // 8, y // 8, x // 8), "strength": 1.0,
+                                                       "set_area_to_bounds": False})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("with_area", [False, True], ids=["plain", "area"])
+def test_branches_at_a_second_latent_equal_their_own_evaluation_in_one_forward(kind, with_area):
+    # The second latent's branches are cut from it as ComfyUI cuts an area cond, so an area-restricted
+    # source prompt gives what a separate KSampler-style evaluation at that latent gives. ComfyUI copies
+    # an area entry to every other branch and runs the area-sized inputs as a second batch, as in KSampler.
+    request = pack("distill.denoiser").Request
+    model, batches = counting(tiny_model(kind))
+    source = conditioning(3) + (area(conditioning(4), 0, 0, 64) if with_area else [])
+    conds = {"positive": conditioning(1), "negative": conditioning(2), "source": source}
+    g = torch.Generator().manual_seed(0)
+    x_a, x_b = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
+    sigma = torch.tensor([2.0, 0.5])
+    both = evaluate_in_comfyui(model, conds, lambda d: d([request(x_a, 7.5), request(x_b, 5.0, "source")], sigma))
+    assert batches == [4 * SHAPE[0]] * (2 if with_area else 1)  # pos and neg at x_a, source and neg at x_b
+    alone = evaluate_in_comfyui(model, conds, lambda d: (d([request(x_a, 7.5)], sigma), d([request(x_b, 5.0, "source")], sigma)))
+    for together, separate in zip(both, (alone[0][0], alone[1][0])):
+        assert together.keys() == separate.keys()
+        for k in together:
+            assert torch.allclose(together[k], separate[k], atol=1e-5), k
+    assert not torch.allclose(both[0]["negative"], both[1]["negative"])
+
+
+def test_timestep_ranged_conditioning_gives_the_whole_batch_one_t():
+    # ComfyUI applies a ranged cond by the batch's first item; items at their own t would follow item 0.
+    import node_helpers
+
+    model = tiny_model("eps")
+    ranged = node_helpers.conditioning_set_values(conditioning(1), {"start_percent": 0.0, "end_percent": 0.5})
+    plain, limited = sds_loss(model), sds_loss(model, positive=ranged)
+    latent = torch.randn((4, *SHAPE[1:]), generator=torch.Generator().manual_seed(5))
+    free, shared = pack_gradient(plain, latent), pack_gradient(limited, latent)
+    assert len(set(free["t"].tolist())) == 4
+    replayed = shared["t"][0].item()
+    seen = {}
+
+    def record(denoiser):
+        seen["shared"] = denoiser.one_t_per_batch
+        return None
+
+    evaluate_in_comfyui(model, limited.conds, record)
+    assert seen["shared"]
+    expected = direct_gradient(model, ranged, limited.conds["negative"], 7.5, shared["x"],
+                               torch.full((4,), replayed, dtype=torch.float64), shared["eps"])
+    assert (shared["g"] - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())

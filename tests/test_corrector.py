@@ -125,5 +125,5 @@ def test_fixed_noise_is_one_per_run_and_seed_and_lmc_keeps_fresh_noise():
     assert all(torch.equal(n, seen[0][0]) for n in seen[0]) and all(torch.equal(n, seen[1][0]) for n in seen[1])
     assert not torch.equal(seen[0][0], seen[1][0])
     assert not torch.equal(seen[0][0][0], seen[0][0][1])
-    # L_lmc's ẑ comes from a freshly noised latent in the same call: one call per step, batch 2·B·branches
-    assert den.calls == [(8, ("positive", "negative"))] * 6
+    # L_lmc's ẑ comes from a freshly noised latent in the same call: one call per step, batch 3·B
+    assert den.calls == [(6, ("positive", "negative", "negative"))] * 6

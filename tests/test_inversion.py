@@ -4,6 +4,7 @@ import torch
 
 from analytic import GaussianDenoiser, fourier_filter
 from distill import DDIMInversion, Run, ScoreDistillation, ddim_invert, ddim_step, item_generators
+from distill.denoiser import predict
 from distill.inversion import inversion_grid
 from distill.schedule import eps_from_x0, sigma_at
 
@@ -47,7 +48,7 @@ def ddim_sample(den, x_t, grid):
     for t_from, t_to in zip(grid, grid[1:]):
         s_from, s_to = (sigma_at(den.sigmas, torch.tensor([t] * len(x))) for t in (t_from, t_to))
         (a, b), (a_to, b_to) = (tuple(c.view(-1, 1, 1, 1) for c in den.coefficients(s)) for s in (s_from, s_to))
-        x0 = den(x, s_from, 1.0)["cfg"]
+        x0 = predict(den, x, s_from, 1.0)["cfg"]
         x = ddim_step(x0, eps_from_x0(x, x0, a, b), a_to, b_to)
     return x
 
