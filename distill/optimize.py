@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .denoiser import Denoiser
 from .losses import target_loss
-from .run import Run, item_generators
+from .run import Run, Window, item_generators
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 LR_SCHEDULES = ("constant", "cosine")
@@ -57,8 +57,8 @@ class History:
 StepCallback = Callable[[int, Tensor], None]
 """Called after every step with (step index, current tensor); raising from it stops the run."""
 
-View = Callable[[Tensor, Run], tuple[Tensor, list[torch.Generator]]]
-"""Maps the optimized tensor to the latents the loss sees (differentiably), with a generator per latent."""
+View = Callable[[Tensor, Run], tuple[Tensor, list[Window]]]
+"""Maps the optimized tensor to the latents the loss sees (differentiably), with where each lies in its item."""
 
 
 def check_finite(name: str, x: Tensor) -> None:
@@ -69,22 +69,37 @@ def check_finite(name: str, x: Tensor) -> None:
         )
 
 
+def check_mask(name: str, mask: Tensor) -> None:
+    if not torch.isfinite(mask).all():
+        raise ValueError(f"{name} contains NaN or infinite values; make it with a mask node (0 = keep, 1 = edit).")
+    if not (mask > 0).any():
+        raise ValueError(
+            f"{name} is zero everywhere, so nothing would change; paint the region to edit (white = edit; "
+            "right-click Load Image → Open in MaskEditor) or remove the mask to edit everything."
+        )
+
+
 def optimize(
     latent: Tensor, loss: Loss, denoiser: Denoiser, settings: Settings, on_step: StepCallback | None = None,
-    view: View | None = None,
+    view: View | None = None, mask: Tensor | None = None,
 ) -> tuple[Tensor, History]:
     """Minimize the distillation loss over a batch [B, ...]; returns it detached.
 
     Without a view the batch is latents in model space; with one (e.g. pixels through a VAE encoder) the
     loss sees view(x) and its gradient flows back through the view. settings.clamp keeps x in a range.
+    mask (broadcastable to the batch, in [0, 1]) weights every step of x: where it is 0 the result is the
+    input bit for bit; the optimizer's own step is masked, since Adam's normalized step and AdamW's decay
+    would move x where only the gradient is zero.
     """
     check_finite("latent", latent)
+    if mask is not None:
+        check_mask("mask", mask)
     run = Run(item_generators(settings.seed, latent.shape[0]), settings.steps)
-    patch_cache = {}
     history = History([], [])
     with torch.inference_mode(False), torch.enable_grad():
         init = latent.detach().clone().float()
         x = init.clone().requires_grad_(True)
+        weight = None if mask is None else mask.clamp(0, 1).to(x).expand_as(x)
         opt = OPTIMIZERS[settings.optimizer]([x], lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
         for step in range(settings.steps):
             run.step = step
@@ -94,19 +109,21 @@ def optimize(
                     group["lr"] = settings.lr_end + (settings.lr - settings.lr_end) * cosine
             z, loss_run = x, run
             if view is not None:
-                z, generators = view(x, run)
-                if generators is not run.generators:  # patches: other latents, their own noise cache
-                    loss_run = replace(run, generators=generators, cache=patch_cache)
+                z, windows = view(x, run)
+                loss_run = replace(run, generators=[run.generators[w.item] for w in windows], windows=windows)
             g = loss.gradient(denoiser, z, loss_run)
             objective = target_loss(z, g)
             if settings.l2_to_init > 0:
                 objective = objective + settings.l2_to_init * 0.5 * (x - init).pow(2).sum() / x.shape[0]
             opt.zero_grad(set_to_none=True)
             objective.backward()
+            before = x.detach().clone() if weight is not None else None
             opt.step()
-            if settings.clamp is not None:
-                with torch.no_grad():
+            with torch.no_grad():
+                if settings.clamp is not None:
                     x.clamp_(*settings.clamp)
+                if weight is not None:
+                    x.copy_(torch.where(weight > 0, torch.lerp(before, x, weight), before))
             history.loss.append(0.5 * g.pow(2).sum().item() / z.shape[0])
             history.grad_norm.append(g.flatten(1).norm(dim=1).mean().item())
             if on_step is not None:

@@ -90,3 +90,41 @@ def test_non_finite_latent_is_refused():
 def test_bad_settings_name_the_input(kwargs, name):
     with pytest.raises(ValueError, match=name):
         Settings(**kwargs)
+
+
+def soft_mask():
+    """Zero on the left half, 1 on the right quarter, 0.5 between."""
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 8:12] = 0.5
+    mask[..., 12:] = 1.0
+    return mask
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_masked_update_leaves_the_unmasked_region_bit_identical(optimizer):
+    # AdamW's weight decay and Adam's momentum would move x where the gradient alone were masked; l2_to_init and
+    # the gradient still act everywhere.
+    den = prior()
+    x0 = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    mask = soft_mask()
+    out, _ = optimize(x0, ScoreDistillation(cfg=7.5), den, Settings(steps=20, optimizer=optimizer, l2_to_init=1.0),
+                      mask=mask)
+    assert torch.equal(out[..., :8], x0[..., :8])
+    assert (out[..., 8:] != x0[..., 8:]).all()
+
+
+def test_a_soft_mask_weights_the_step():
+    den = prior()
+    x0 = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    free, _ = optimize(x0, ScoreDistillation(cfg=7.5), den, Settings(steps=1, lr=0.1))
+    soft, _ = optimize(x0, ScoreDistillation(cfg=7.5), den, Settings(steps=1, lr=0.1), mask=soft_mask())
+    step = free - x0
+    assert torch.allclose(soft - x0, soft_mask() * step, atol=1e-6)
+    assert torch.equal(soft[..., 12:], free[..., 12:])
+
+
+@pytest.mark.parametrize("value", [0.0, float("nan")], ids=["zero", "nan"])
+def test_an_empty_or_broken_mask_is_refused(value):
+    with pytest.raises(ValueError, match="mask (is zero everywhere|contains NaN)"):
+        optimize(torch.zeros(1, *SHAPE), ScoreDistillation(), prior(), Settings(steps=1),
+                 mask=torch.full((1, 1, 16, 16), value))
