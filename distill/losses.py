@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .denoiser import Denoiser, Request
-from .run import Run, gaussian_noise
+from .run import Run, Window, gaussian_noise
 from .schedule import alpha_bar, eps_from_x0, noised, per_item, sigma_at
 from .timesteps import T_SCHEDULES, sample_fractions
 
@@ -27,7 +27,9 @@ class Evaluation(NamedTuple):
     """Everything one step of a loss knows: the latent, its noising, w(t) and the model's predictions.
 
     x0 and eps hold one entry per evaluated branch and "cfg" (the guided prediction); a branch that
-    the loss re-evaluates at a freshly noised latent appears in x0 as "<branch>@fresh".
+    the loss re-evaluates at a freshly noised latent appears in x0 as "<branch>@fresh"; the predictions at
+    the reference latent (same t and ε) appear in x0 and eps as "<branch>@reference" and "cfg@reference".
+    denoiser gives the model's noise levels to directions that need more than t's.
     """
 
     x: Tensor
@@ -37,6 +39,8 @@ class Evaluation(NamedTuple):
     cfg: float
     x0: dict[str, Tensor]
     eps: dict[str, Tensor]
+    reference: Tensor | None = None
+    denoiser: Denoiser | None = None
 
 
 def sds_direction(ev: Evaluation) -> Tensor:
@@ -73,10 +77,33 @@ def lmc_direction(ev: Evaluation, corrector: nn.Module) -> Tensor:
 
 
 def fixed_noise(denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) -> Tensor:
-    """One ε per item for the whole run, drawn at its first step (LMC-SDS's diversity option)."""
-    if "fixed_noise" not in run.cache:
-        run.cache["fixed_noise"] = gaussian_noise(x, run.generators)
-    return run.cache["fixed_noise"]
+    """One ε field per item for the whole run (LMC-SDS's diversity option), drawn from the item's stream when first
+    needed and cut at each latent's window: a patch gets the same ε wherever it covers the same place. A resized
+    whole image has a field of its own size."""
+    crops = []
+    for window, g in zip(run.windows_of(x), run.generators):
+        window = window.at_scale(x.shape[-2:])
+        key = ("fixed_noise", window.item, window.grid)
+        if key not in run.cache:
+            run.cache[key] = torch.randn((x.shape[1], *window.grid), generator=g)
+        crops.append(window.crop(run.cache[key], x.shape[-2:]))
+    return torch.stack(crops).to(x)
+
+
+def reference_at(reference: Tensor, windows: list[Window], size: tuple[int, int]) -> Tensor:
+    """The reference latents [R, C, H, W] where each latent the loss sees lies: its item's (or the one) reference
+    cut at the window, resized with it in the whole-image phase."""
+    items = max(w.item for w in windows) + 1
+    if len(reference) not in (1, items):
+        raise ValueError(f"reference: it holds {len(reference)} latents for a batch of {items}; give one reference "
+                         "latent, or one per item of the batch being optimized.")
+    grid = windows[0].grid
+    if tuple(reference.shape[-2:]) != tuple(grid):
+        raise ValueError(
+            f"reference: its latent is {reference.shape[-1] * 8}×{reference.shape[-2] * 8} pixels but the one being "
+            f"optimized is {grid[1] * 8}×{grid[0] * 8}; encode the image you are editing (VAE Encode) as the reference."
+        )
+    return torch.stack([w.crop(reference[w.item if len(reference) > 1 else 0], size) for w in windows])
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,8 @@ class ScoreDistillation:
     needs besides positive/negative. cfg is the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). ``noise``
     replaces the fresh Gaussian ε of each step (DDIM inversion for SDI, a fixed ε for LMC-SDS);
     ``resample`` names branches also evaluated at a latent noised with a fresh ε, in the same batch.
+    ``reference`` (model-space latents [R, C, H, W], the image being edited) is noised with the same t and ε
+    and evaluated under the branch "source" at the same cfg, in the same batch (DDS, PDS).
     """
 
     direction: Callable[[Evaluation], Tensor] = sds_direction
@@ -99,6 +128,7 @@ class ScoreDistillation:
     extra: tuple[str, ...] = field(default=())
     noise: NoiseSource | None = None
     resample: tuple[str, ...] = field(default=())
+    reference: Tensor | None = None
 
     def __post_init__(self):
         if not 0 <= self.t_min < self.t_max <= 1:
@@ -126,6 +156,11 @@ class ScoreDistillation:
             noise = self.noise(denoiser, x, t, self.cfg, run)
         x_noisy = noised(x, noise, a, b)
         requests = [Request(x_noisy, self.cfg, "positive", self.extra)]
+        reference = None
+        if self.reference is not None:
+            reference = reference_at(self.reference, run.windows_of(x), x.shape[-2:]).to(x)
+            reference_noisy = noised(reference, noise, a, b)
+            requests.append(Request(reference_noisy, self.cfg, "source"))
         if self.resample:
             fresh = noised(x, gaussian_noise(x, run.generators), a, b)
             requests.append(Request(fresh, 1.0, self.resample[0], self.resample[1:]))
@@ -133,10 +168,14 @@ class ScoreDistillation:
             out = denoiser(requests, sigma)
         x0 = {k: v.clone().to(x) for k, v in out[0].items()}
         eps = {k: eps_from_x0(x_noisy, v, a, b) for k, v in x0.items()}
+        if reference is not None:
+            at_reference = {k: v.clone().to(x) for k, v in out[1].items()}
+            x0 |= {f"{k}@reference": v for k, v in at_reference.items()}
+            eps |= {f"{k}@reference": eps_from_x0(reference_noisy, v, a, b) for k, v in at_reference.items()}
         if self.resample:
-            x0 |= {f"{k}@fresh": out[1][k].clone().to(x) for k in self.resample}
+            x0 |= {f"{k}@fresh": out[-1][k].clone().to(x) for k in self.resample}
         w = WEIGHTINGS[self.weighting](alpha_bar(a, b))
-        ev = Evaluation(x, noise, t, w, self.cfg, x0, eps)
+        ev = Evaluation(x, noise, t, w, self.cfg, x0, eps, reference, denoiser)
         g = self.direction(ev)
         check_gradient(g, ev, run.step)
         if self.grad_clip > 0:

@@ -1,0 +1,67 @@
+"""Editing by distillation: directions that compare the edited latent with a reference (the source image).
+
+Both evaluate the target prompt ("positive") at the optimized latent and the source prompt ("source") at the
+reference, noised with the same t and ε, in one batched evaluation (``ScoreDistillation.reference``).
+"""
+from torch import Tensor
+
+from .losses import Evaluation, ScoreDistillation
+from .schedule import alpha_bar, per_item, sigma_at
+
+PDS_GRID = 500
+"""The PDS authors' DDIM grid: t − 1 is the previous of 500 levels, two steps of SD's 1000-step table."""
+
+
+def dds_direction(ev: Evaluation) -> Tensor:
+    """DDS (Hertz et al. 2023): w(t)·(CFG_ω(target, z_t) − CFG_ω(source, ẑ_t)), z and ẑ noised with the same t and ε."""
+    return ev.w * (ev.eps["cfg"] - ev.eps["cfg@reference"])
+
+
+def pds_levels(ev: Evaluation) -> tuple[Tensor, Tensor, Tensor]:
+    """(ᾱ_t, ᾱ_{t−1}, β_t) per item: t − 1 the previous level of PDS's grid, β_t = 1 − ᾱ_t/ᾱ_t′ one step t′ → t of
+    the model's own table (as the authors' code takes them), ᾱ of each level from the model's (a, b)."""
+    sigmas = ev.denoiser.sigmas.double()
+    table_step = 1.0 / (len(sigmas) - 1)
+    grid_step = max(len(sigmas) // PDS_GRID, 1) * table_step
+    t = ev.t.double()
+
+    def abar(fraction: Tensor) -> Tensor:
+        return alpha_bar(*ev.denoiser.coefficients(sigma_at(sigmas, fraction.clamp(min=0))))
+
+    abar_t = abar(t)
+    return abar_t, abar(t - grid_step), 1 - abar_t / abar(t - table_step)
+
+
+def pds_direction(ev: Evaluation) -> Tensor:
+    """PDS (Koo et al. 2024): w(t)·(z_tgt − z_src), z = (x_{t−1} − μ)/σ_t with μ = c0·x̂0 + c1·x_t the DDPM posterior
+    mean, c0 = √ᾱ_{t−1}·β_t/(1 − ᾱ_t), c1 = √(1 − β_t)·(1 − ᾱ_{t−1})/(1 − ᾱ_t), σ_t² = (1 − ᾱ_{t−1})·β_t/(1 − ᾱ_t).
+
+    x_t and x_{t−1} of both branches share ε_t and ε_{t−1} (DDPM scale, x_t = √ᾱ_t·x + √(1 − ᾱ_t)·ε_t), so the
+    noises cancel from the difference: g = [(√ᾱ_{t−1} − c1·√ᾱ_t)·(x − x_ref) − c0·(x̂0 − x̂0_ref)]/σ_t. The first
+    term, the pull to the source, exists because β_t is one table step while t − 1 is two (the authors' code);
+    with the posterior of the grid's own step it would vanish and PDS would be DDS weighted by c0·√(1 − ᾱ_t)/(√ᾱ_t·σ_t).
+    """
+    abar_t, abar_prev, beta = (per_item(v, ev.x) for v in pds_levels(ev))
+    c0 = abar_prev.sqrt() * beta / (1 - abar_t)
+    c1 = (1 - beta).sqrt() * (1 - abar_prev) / (1 - abar_t)
+    sigma = ((1 - abar_prev) * beta / (1 - abar_t)).sqrt()
+    pull = ((abar_prev.sqrt() - c1 * abar_t.sqrt()) / sigma).to(ev.x)
+    gain = (c0 / sigma).to(ev.x)
+    return ev.w * (pull * (ev.x - ev.reference) - gain * (ev.x0["cfg"] - ev.x0["cfg@reference"]))
+
+
+def dds(reference: Tensor, cfg: float = 7.5, weighting: str = "uniform", t_min: float = 0.05, t_max: float = 0.95,
+        **timesteps) -> ScoreDistillation:
+    """DDS as its notebook runs it: cfg 7.5, w(t) = 1, t ∈ [50, 950) of 1000."""
+    return ScoreDistillation(direction=dds_direction, reference=reference, cfg=cfg, weighting=weighting, t_min=t_min,
+                             t_max=t_max, **timesteps)
+
+
+def pds(reference: Tensor, cfg: float = 100.0, weighting: str = "uniform", t_min: float = 0.02, t_max: float = 0.98,
+        **timesteps) -> ScoreDistillation:
+    """PDS as its authors run it: cfg 100, no w(t), t ∈ [0.02, 0.98] of the schedule."""
+    if t_min < 1 / PDS_GRID:
+        raise ValueError(f"t_min ({t_min}) must be at least {1 / PDS_GRID} for PDS: it compares each level t with "
+                         f"the one a step of its {PDS_GRID}-level grid below (0.02 is PDS's own).")
+    return ScoreDistillation(direction=pds_direction, reference=reference, cfg=cfg, weighting=weighting, t_min=t_min,
+                             t_max=t_max, **timesteps)
