@@ -4,11 +4,13 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from . import correctors
+from .dds import DDSLoss
 from .ddim_invert import DDIMInvertNoise
 from .lmc import LMCCorrector
 from .nfsd import NFSDGuidance
 from .optimize_image import OptimizeImage
 from .optimize_latent import OptimizeLatent
+from .pds import PDSLoss
 from .sds import SDSLoss
 from .train_corrector import TrainLMCCorrector
 
@@ -16,7 +18,8 @@ from .train_corrector import TrainLMCCorrector
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SDSLoss, NFSDGuidance, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector, OptimizeLatent, OptimizeImage]
+        return [SDSLoss, NFSDGuidance, DDSLoss, PDSLoss, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector, OptimizeLatent,
+                OptimizeImage]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

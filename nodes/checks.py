@@ -16,13 +16,13 @@ def check_latent_fits(model: ModelPatcher, samples: Tensor, input_name: str = "l
         )
 
 
-def check_conditioning(input_name: str, cond: list | None, positive: list) -> None:
+def check_conditioning(input_name: str, cond: list | None, positive: list, positive_name: str = "positive") -> None:
     """A branch's CONDITIONING must exist and be as wide as positive's (the same text encoder)."""
     if not cond:
         raise ValueError(f"{input_name}: no conditioning is connected; connect a CLIP Text Encode to it.")
     width, expected = cond[0][0].shape[-1], positive[0][0].shape[-1]
     if width != expected:
         raise ValueError(
-            f"{input_name}: its conditioning is {width} wide but positive's is {expected}; encode it with the "
-            "same CLIP (the same checkpoint's text encoder) as positive."
+            f"{input_name}: its conditioning is {width} wide but {positive_name}'s is {expected}; encode it with the "
+            f"same CLIP (the same checkpoint's text encoder) as {positive_name}."
         )

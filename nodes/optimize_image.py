@@ -8,8 +8,8 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..distill import Settings, optimize
-from ..distill.image import PatchSchedule, latent_view
-from ..distill.optimize import check_finite
+from ..distill.image import PatchSchedule, check_patch_phase, latent_view
+from ..distill.optimize import check_finite, check_mask
 from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
@@ -60,6 +60,10 @@ class OptimizeImage(io.ComfyNode):
                 io.Int.Input("native_size", default=512, min=64, max=4096, step=8,
                              tooltip="The model's native resolution in pixels: 512 for SD1.x, 1024 for SDXL/SD3/Flux."),
                 io.Image.Input("image", optional=True, tooltip="The start image (start = image)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Where the image may change (1 = edit, 0 = keep, soft values partly), at the "
+                                      "image's size: e.g. Load Image's mask painted in the MaskEditor. Outside it "
+                                      "the result is the start image exactly."),
             ],
             outputs=[io.Image.Output(display_name="image"),
                      io.Image.Output(display_name="loss_plot",
@@ -68,7 +72,7 @@ class OptimizeImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, loss: DistillLoss, start, width, height, steps, learning_rate, lr_end, seed, l2_to_init,
-                whole_image_steps, patches, native_size, image=None) -> io.NodeOutput:
+                whole_image_steps, patches, native_size, image=None, mask=None) -> io.NodeOutput:
         if start == "image":
             if image is None:
                 raise ValueError("image: start is 'image' but no image is connected; connect one or choose 'grey'.")
@@ -76,9 +80,13 @@ class OptimizeImage(io.ComfyNode):
         else:
             pixels = torch.full((1, 3, height, width), 0.5)
         check_finite("image", pixels)
+        if mask is not None:
+            mask = comfy.utils.reshape_mask(mask, pixels.shape).to(pixels)
+            check_mask("mask", mask)
         settings = Settings(steps=steps, lr=learning_rate, optimizer="adam", lr_schedule="cosine",
                             l2_to_init=l2_to_init, seed=seed, lr_end=min(lr_end, learning_rate), clamp=(0.0, 1.0))
         schedule = PatchSchedule(native_size, whole_image_steps, patches)
+        check_patch_phase(loss.loss, schedule, *pixels.shape[-2:], steps)
         pbar = comfy.utils.ProgressBar(steps)
 
         def on_step(step, x):
@@ -91,7 +99,8 @@ class OptimizeImage(io.ComfyNode):
 
         def run(denoiser, latent):
             with differentiable_encoder(vae, loss.model) as encode:
-                results.append(optimize(pixels, loss.loss, denoiser, settings, on_step, view=latent_view(schedule, encode)))
+                results.append(optimize(pixels, loss.loss, denoiser, settings, on_step, view=latent_view(schedule, encode),
+                                        mask=mask))
             return latent
 
         run_with_model(loss.model, loss.conds, placeholder, seed, run)

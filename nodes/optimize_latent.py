@@ -1,9 +1,13 @@
 """The "Optimize Latent" node: runs a DISTILL_LOSS on a latent batch."""
+import torch
+
 import comfy.model_management
+import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
 from ..distill import LR_SCHEDULES, OPTIMIZERS, Settings, optimize
+from ..distill.optimize import check_mask
 from .checks import check_latent_fits
 from .evaluation import run_with_model
 from .plot import history_image
@@ -18,10 +22,13 @@ class OptimizeLatent(io.ComfyNode):
             display_name="Optimize Latent",
             category=CATEGORY,
             description="Optimizes a latent batch with a score-distillation loss instead of sampling it. "
-                        "Each batch item gets its own noise stream; the same seed gives the same result.",
+                        "Each batch item gets its own noise stream; the same seed gives the same result. A noise "
+                        "mask on the latent (Set Latent Noise Mask) limits the edit to the masked region.",
             inputs=[
                 io.Latent.Input("latent", tooltip="The starting latent (Empty Latent Image, or VAE Encode of an "
-                                                  "image to edit). Its channels must match the loss's model."),
+                                                  "image to edit). Its channels must match the loss's model. With a "
+                                                  "noise mask (Set Latent Noise Mask) only the masked region changes, "
+                                                  "soft masks partly; the rest stays exactly as it was."),
                 DistillLossType.Input("loss", tooltip="The loss to minimize: SDS Loss or another node of this pack."),
                 io.Int.Input("steps", default=500, min=1, max=10000,
                              tooltip="Optimization steps; each costs one batched model evaluation."),
@@ -47,6 +54,10 @@ class OptimizeLatent(io.ComfyNode):
                 l2_to_init) -> io.NodeOutput:
         samples = latent["samples"]
         check_latent_fits(loss.model, samples)
+        mask = None
+        if "noise_mask" in latent:  # resized to the latent as KSampler's prepare_mask does
+            mask = comfy.utils.reshape_mask(latent["noise_mask"], samples.shape).to(samples)
+            check_mask("latent: its noise_mask, resized to the latent (one cell per 8 pixels),", mask)
         settings = Settings(steps=steps, lr=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
                             l2_to_init=l2_to_init, seed=seed)
         preview = latent_preview.prepare_callback(loss.model, steps)
@@ -58,11 +69,13 @@ class OptimizeLatent(io.ComfyNode):
         histories = []
 
         def run(denoiser, x):
-            out, history = optimize(x, loss.loss, denoiser, settings, on_step)
+            out, history = optimize(x, loss.loss, denoiser, settings, on_step, mask=None if mask is None else mask.to(x))
             histories.append(history)
             return out
 
-        out = run_with_model(loss.model, loss.conds, samples, seed, run)
-        result = {k: v for k, v in latent.items() if k != "noise_mask"}
+        out = run_with_model(loss.model, loss.conds, samples, seed, run).to(samples.device)
+        if mask is not None:  # the latent's own values where nothing was optimized, not their model-space round trip
+            out = torch.where(mask > 0, out, samples)
+        result = dict(latent)
         result["samples"] = out.to(comfy.model_management.intermediate_device())
         return io.NodeOutput(result, history_image(histories[0]))

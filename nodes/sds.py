@@ -10,18 +10,18 @@ from .correctors import check_corrector_fits
 from .types import CATEGORY, DistillLoss, DistillLossType, DistillNoiseType, LMCCorrectorType
 
 
-def timestep_inputs() -> list:
+def timestep_inputs(t_min: float = 0.02, t_max: float = 0.98,
+                    auto: str = "'sds', except 'uniform' for LMC-SDS (a corrector connected), as its paper") -> list:
     """t range, schedule and weighting inputs, shared by every score-distillation loss node."""
     return [
         io.Combo.Input("weighting", options=["auto", *WEIGHTINGS], default="auto",
                        tooltip="w(t): 'sds' = 1 − ᾱ_t (DreamFusion), 'uniform' = 1, "
-                               "'fantasia3d' = √ᾱ_t·(1 − ᾱ_t). 'auto' = 'sds', except 'uniform' for LMC-SDS "
-                               "(a corrector connected), as its paper."),
-        io.Float.Input("t_min", default=0.02, min=0.0, max=1.0, step=0.01,
+                               f"'fantasia3d' = √ᾱ_t·(1 − ᾱ_t). 'auto' = {auto}."),
+        io.Float.Input("t_min", default=t_min, min=0.0, max=1.0, step=0.01,
                        tooltip="Smallest noise level, as a fraction of the model's noise schedule "
                                "(0 = least noise, 1 = most; 0.02 ≈ timestep 20 of 1000). Works the same "
                                "for EPS, v-prediction and flow models."),
-        io.Float.Input("t_max", default=0.98, min=0.0, max=1.0, step=0.01,
+        io.Float.Input("t_max", default=t_max, min=0.0, max=1.0, step=0.01,
                        tooltip="Largest noise level, as a fraction of the model's noise schedule; must be "
                                "above t_min."),
         io.Combo.Input("t_schedule", options=list(T_SCHEDULES), default="uniform",

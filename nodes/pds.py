@@ -1,0 +1,35 @@
+"""The "PDS Loss" node: Posterior Distillation Sampling editing (Koo et al., CVPR 2024)."""
+from comfy_api.latest import io
+
+from ..distill import pds
+from .dds import editing_inputs, editing_loss
+from .sds import check_timesteps
+from .types import CATEGORY, DistillLossType
+
+
+class PDSLoss(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DistillPDSLoss",
+            display_name="PDS Loss",
+            category=CATEGORY,
+            description="Posterior Distillation Sampling: edits an image by matching the noise a denoising step "
+                        "would need for the edited image under the target prompt to the one the original needs "
+                        "under the source prompt, so the edit stays close to the original. Connect to Optimize "
+                        "Latent or Optimize Image.",
+            inputs=editing_inputs(100.0, "Guidance scale of both prompts, standard form ε̂_u + cfg·(ε̂_c − ε̂_u); "
+                                         "PDS uses 100 (its posterior step weighs guidance little).",
+                                  0.02, 0.98, "'uniform' (PDS has no w(t))"),
+            outputs=[DistillLossType.Output(display_name="loss")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, t_min: float, t_max: float, **_) -> bool | str:
+        return check_timesteps(t_min, t_max)
+
+    @classmethod
+    def execute(cls, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
+                grad_clip) -> io.NodeOutput:
+        return editing_loss(pds, model, reference, source, target, negative, cfg, weighting, t_min, t_max,
+                            t_schedule, grad_clip)
