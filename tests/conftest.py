@@ -32,7 +32,8 @@ def comfy():
 @pytest.fixture(scope="session")
 def live_server(comfy, tmp_path_factory):
     """A headless ComfyUI with the pack, the test nodes, a tiny SD1.5 checkpoint file under the name the
-    shipped workflows load, and input/example.png (the image the editing workflows load)."""
+    shipped workflows load, and input/example.png (the image the editing workflows load, its right half painted
+    as the masked-editing workflow's mask)."""
     import json
 
     import numpy as np
@@ -47,7 +48,9 @@ def live_server(comfy, tmp_path_factory):
     checkpoint = base / "models" / "checkpoints" / ckpt_name
     tiny_checkpoint(checkpoint)
     (base / "input").mkdir()
-    pixels = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (80, 96, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    pixels[:, 48:, 3] = 0  # the MaskEditor's paint: transparent, Load Image's mask 1 there
     Image.fromarray(pixels).save(base / "input" / "example.png")
     server = Server(base)
     yield server

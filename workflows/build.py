@@ -35,6 +35,11 @@ IO = {
     "DistillDDIMInvertNoise": ([], [("noise", "DISTILL_NOISE")]),
     "DistillOptimizeLatent": ([("latent", "LATENT"), ("loss", "DISTILL_LOSS")],
                               [("latent", "LATENT"), ("loss_plot", "IMAGE")]),
+    "DistillDDSLoss": ([("model", "MODEL"), ("reference", "LATENT"), ("source", "CONDITIONING"),
+                        ("target", "CONDITIONING"), ("negative", "CONDITIONING")], [("loss", "DISTILL_LOSS")]),
+    "DistillPDSLoss": ([("model", "MODEL"), ("reference", "LATENT"), ("source", "CONDITIONING"),
+                        ("target", "CONDITIONING"), ("negative", "CONDITIONING")], [("loss", "DISTILL_LOSS")]),
+    "SetLatentNoiseMask": ([("samples", "LATENT"), ("mask", "MASK")], [("LATENT", "LATENT")]),
 }
 SEEDED = {"DistillOptimizeLatent": "seed", "DistillOptimizeImage": "seed"}  # a seed widget adds a control_after_generate value in UI format
 TIMESTEPS = {"weighting": "auto", "t_min": 0.02, "t_max": 0.98, "t_schedule": "uniform", "grad_clip": 0.0}
@@ -66,6 +71,22 @@ def output_nodes(steps, lr, start="empty", **settings):
         "plot": node("PreviewImage", links={"images": ("opt", 1)}, title="loss plot"),
     }
 
+
+def editing_nodes(loss_type, widgets, source="a photograph of a cat", target="a photograph of a tiger"):
+    """A loaded image encoded as the reference (and start), its source prompt, the target prompt, an editing loss."""
+    return {
+        "ckpt": node("CheckpointLoaderSimple", {"ckpt_name": CHECKPOINT}),
+        "src": node("CLIPTextEncode", {"text": source}, {"clip": ("ckpt", 1)}, "source (the image as it is)"),
+        "tgt": node("CLIPTextEncode", {"text": target}, {"clip": ("ckpt", 1)}, "target (the image as it should be)"),
+        "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "negative (empty = unconditional)"),
+        "image": node("LoadImage", {"image": "example.png"}),
+        "encode": node("VAEEncode", links={"pixels": ("image", 0), "vae": ("ckpt", 2)}),
+        "loss": node(loss_type, widgets, {"model": ("ckpt", 0), "reference": ("encode", 0), "source": ("src", 0),
+                                          "target": ("tgt", 0), "negative": ("neg", 0)}),
+    }
+
+
+DDS = {"cfg": 7.5} | TIMESTEPS | {"t_min": 0.05, "t_max": 0.95}
 
 WORKFLOWS = {
     "sds_text_to_image": (
@@ -144,6 +165,27 @@ WORKFLOWS = {
             "save": node("SaveImage", {"filename_prefix": "score_distillation_edit"}, {"images": ("opt", 0)}),
             "plot": node("PreviewImage", links={"images": ("opt", 1)}, title="loss plot"),
         }),
+    "dds_editing": (
+        "DDS editing (Delta Denoising Score) of a loaded image in latent space. The source prompt describes the "
+        "image as it is, the target prompt as it should be; each step compares the target's guidance at the edited "
+        "latent with the source's at the original, both noised alike, so what the prompts share stays put. DDS's "
+        "settings: cfg 7.5, t in [0.05, 0.95], weighting auto (= uniform, w = 1); 200 steps of AdamW at lr 0.02.",
+        editing_nodes("DistillDDSLoss", DDS) | output_nodes(200, 0.02, start="encode")),
+    "pds_editing": (
+        "PDS editing (Posterior Distillation Sampling) of a loaded image in latent space: matches the noise a "
+        "denoising step would need for the edited latent under the target prompt to the original's under the source "
+        "prompt, which pulls the edit back towards the original. The authors' settings: cfg 100, t in [0.02, 0.98], "
+        "no weighting (auto = uniform), 500 steps of AdamW at a constant lr 0.1.",
+        editing_nodes("DistillPDSLoss", {"cfg": 100.0} | TIMESTEPS)
+        | output_nodes(500, 0.1, start="encode", lr_schedule="constant")),
+    "masked_editing": (
+        "Masked editing: only the painted region changes. Paint it on Load Image (right-click, Open in MaskEditor); "
+        "Set Latent Noise Mask puts the mask on the latent, which Optimize Latent honours as KSampler does (resized "
+        "to the latent, soft edges partly): outside the mask the result is the original exactly. The loss is DDS "
+        "(cfg 7.5), the mask keeps its edit local; 200 steps of AdamW at lr 0.02.",
+        editing_nodes("DistillDDSLoss", DDS, target="a photograph of a cat wearing a red knitted hat") | {
+            "masked": node("SetLatentNoiseMask", links={"samples": ("encode", 0), "mask": ("image", 1)}),
+        } | output_nodes(200, 0.02, start="masked")),
     "train_corrector": (
         "Train an LMC corrector for the loaded checkpoint. The spectral kind fits in seconds; unet trains the "
         "paper's small U-Net for `steps`. With no images and no folder the model samples its own latents; "
