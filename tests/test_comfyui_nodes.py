@@ -251,7 +251,7 @@ def test_sdi_model_calls_per_step_are_its_inversion_grid_plus_one(kind):
     expected = []
     for step in range(steps):
         t = pack("distill.timesteps").sample_fractions("linear_anneal", 0.2, 0.98, step / (steps - 1), gens)
-        expected += [2 * SHAPE[0]] * (len(inversion.inversion_grid(float(t[0]), 10)) - 1) + [2 * SHAPE[0]]
+        expected += [2 * SHAPE[0]] * (len(inversion.inversion_grid(float(t[0]), float(t[0]), 10)) - 1) + [2 * SHAPE[0]]
     assert batches == expected
     assert torch.isfinite(out["samples"]).all()
 
