@@ -5,7 +5,7 @@ reference, noised with the same t and ε, in one batched evaluation (``ScoreDist
 """
 from torch import Tensor
 
-from .losses import Evaluation, ScoreDistillation
+from .losses import Evaluation
 from .schedule import alpha_bar, per_item, sigma_at
 
 PDS_GRID = 500
@@ -48,20 +48,3 @@ def pds_direction(ev: Evaluation) -> Tensor:
     pull = ((abar_prev.sqrt() - c1 * abar_t.sqrt()) / sigma).to(ev.x)
     gain = (c0 / sigma).to(ev.x)
     return ev.w * (pull * (ev.x - ev.reference) - gain * (ev.x0["cfg"] - ev.x0["cfg@reference"]))
-
-
-def dds(reference: Tensor, cfg: float = 7.5, weighting: str = "uniform", t_min: float = 0.05, t_max: float = 0.95,
-        **timesteps) -> ScoreDistillation:
-    """DDS as its notebook runs it: cfg 7.5, w(t) = 1, t ∈ [50, 950) of 1000."""
-    return ScoreDistillation(direction=dds_direction, reference=reference, cfg=cfg, weighting=weighting, t_min=t_min,
-                             t_max=t_max, **timesteps)
-
-
-def pds(reference: Tensor, cfg: float = 100.0, weighting: str = "uniform", t_min: float = 0.02, t_max: float = 0.98,
-        **timesteps) -> ScoreDistillation:
-    """PDS as its authors run it: cfg 100, no w(t), t ∈ [0.02, 0.98] of the schedule."""
-    if t_min < 1 / PDS_GRID:
-        raise ValueError(f"t_min ({t_min}) must be at least {1 / PDS_GRID} for PDS: it compares each level t with "
-                         f"the one a step of its {PDS_GRID}-level grid below (0.02 is PDS's own).")
-    return ScoreDistillation(direction=pds_direction, reference=reference, cfg=cfg, weighting=weighting, t_min=t_min,
-                             t_max=t_max, **timesteps)

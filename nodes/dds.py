@@ -1,14 +1,17 @@
 """The "DDS Loss" node: Delta Denoising Score editing (Hertz et al., ICCV 2023); its inputs serve PDS Loss too."""
 from comfy_api.latest import io
 
-from ..distill import dds
+from ..distill import recipes
 from ..distill.optimize import check_finite
 from .checks import check_conditioning, check_latent_fits
+from .defaults import defaults
 from .sds import check_timesteps, timestep_inputs
 from .types import CATEGORY, DistillLoss, DistillLossType
 
+DDS = defaults(recipes.dds)
 
-def editing_inputs(cfg: float, cfg_tooltip: str, t_min: float, t_max: float, auto: str) -> list:
+
+def editing_inputs(recipe: dict, cfg_tooltip: str, auto: str) -> list:
     """The inputs of an editing loss: the image being edited, its prompt, the target prompt, guidance, timesteps."""
     return [
         io.Model.Input("model", tooltip="The diffusion model used as the prior, with its LoRAs and patches applied."),
@@ -20,23 +23,23 @@ def editing_inputs(cfg: float, cfg_tooltip: str, t_min: float, t_max: float, aut
                                                 "what differs from source is what changes."),
         io.Conditioning.Input("negative", tooltip="The unconditional branch of CFG for both prompts: usually the "
                                                   "empty prompt."),
-        io.Float.Input("cfg", default=cfg, min=1.0, max=200.0, step=0.5, round=0.01, tooltip=cfg_tooltip),
-        *timestep_inputs(t_min, t_max, auto),
+        io.Float.Input("cfg", default=recipe["cfg"], min=1.0, max=200.0, step=0.5, round=0.01, tooltip=cfg_tooltip),
+        *timestep_inputs(recipe, auto),
     ]
 
 
-def editing_loss(make, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
+def editing_loss(recipe, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
                  grad_clip) -> io.NodeOutput:
-    """The DISTILL_LOSS of an editing loss ``make`` (dds or pds): target is the positive branch, source the branch
-    evaluated at the reference latent (model space)."""
+    """The DISTILL_LOSS of an editing recipe (recipes.dds or recipes.pds): target is the positive branch, source the
+    branch evaluated at the reference latent (model space)."""
     check_conditioning("negative", negative, target, "target")
     check_conditioning("source", source, target, "target")
     samples = reference["samples"]
     check_latent_fits(model, samples, "reference")
     check_finite("reference", samples)
     latent = model.get_model_object("latent_format").process_in(samples.float())
-    loss = make(latent, cfg=cfg, weighting="uniform" if weighting == "auto" else weighting, t_min=t_min, t_max=t_max,
-                t_schedule=t_schedule, grad_clip=grad_clip)
+    loss = recipe(latent, cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max, t_schedule=t_schedule,
+                  grad_clip=grad_clip)
     return io.NodeOutput(DistillLoss(model, {"positive": target, "negative": negative, "source": source}, loss))
 
 
@@ -51,9 +54,9 @@ class DDSLoss(io.ComfyNode):
                         "guidance at the image and the source prompt's at the original, both noised alike, so "
                         "what the prompts share (the picture's identity) is left alone. Connect to Optimize "
                         "Latent or Optimize Image.",
-            inputs=editing_inputs(7.5, "Guidance scale of both prompts, standard form ε̂_u + cfg·(ε̂_c − ε̂_u); "
+            inputs=editing_inputs(DDS, "Guidance scale of both prompts, standard form ε̂_u + cfg·(ε̂_c − ε̂_u); "
                                        "DDS uses 7.5. At 1 the negative branch is skipped.",
-                                  0.05, 0.95, "'uniform' (w = 1, as DDS's code)"),
+                                  "'uniform' (w = 1, as DDS's code)"),
             outputs=[DistillLossType.Output(display_name="loss")],
         )
 
@@ -64,5 +67,5 @@ class DDSLoss(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
                 grad_clip) -> io.NodeOutput:
-        return editing_loss(dds, model, reference, source, target, negative, cfg, weighting, t_min, t_max,
+        return editing_loss(recipes.dds, model, reference, source, target, negative, cfg, weighting, t_min, t_max,
                             t_schedule, grad_clip)

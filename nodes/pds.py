@@ -1,10 +1,13 @@
 """The "PDS Loss" node: Posterior Distillation Sampling editing (Koo et al., CVPR 2024)."""
 from comfy_api.latest import io
 
-from ..distill import pds
+from ..distill import recipes
 from .dds import editing_inputs, editing_loss
+from .defaults import defaults
 from .sds import check_timesteps
 from .types import CATEGORY, DistillLossType
+
+PDS = defaults(recipes.pds)
 
 
 class PDSLoss(io.ComfyNode):
@@ -18,9 +21,9 @@ class PDSLoss(io.ComfyNode):
                         "would need for the edited image under the target prompt to the one the original needs "
                         "under the source prompt, so the edit stays close to the original. Connect to Optimize "
                         "Latent or Optimize Image.",
-            inputs=editing_inputs(100.0, "Guidance scale of both prompts, standard form ε̂_u + cfg·(ε̂_c − ε̂_u); "
-                                         "PDS uses 100 (its posterior step weighs guidance little).",
-                                  0.02, 0.98, "'uniform' (PDS has no w(t))"),
+            inputs=editing_inputs(PDS, "Guidance scale of both prompts, standard form ε̂_u + cfg·(ε̂_c − ε̂_u); "
+                                       "PDS uses 100 (its posterior step weighs guidance little).",
+                                  "'uniform' (PDS has no w(t))"),
             outputs=[DistillLossType.Output(display_name="loss")],
         )
 
@@ -31,5 +34,5 @@ class PDSLoss(io.ComfyNode):
     @classmethod
     def execute(cls, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
                 grad_clip) -> io.NodeOutput:
-        return editing_loss(pds, model, reference, source, target, negative, cfg, weighting, t_min, t_max,
+        return editing_loss(recipes.pds, model, reference, source, target, negative, cfg, weighting, t_min, t_max,
                             t_schedule, grad_clip)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from analytic import GaussianDenoiser, fourier_filter, sd3_sigmas
-from distill import Run, ScoreDistillation, Settings, dds, item_generators, optimize, pds
+from distill import Run, ScoreDistillation, Settings, item_generators, optimize
+from distill.recipes import dds, pds
 from distill.schedule import sigma_at
 from rng import copies, replay_draws
 
@@ -158,3 +159,9 @@ def test_a_reference_of_another_size_or_batch_is_named():
 def test_pds_refuses_a_t_min_without_a_level_below():
     with pytest.raises(ValueError, match=r"t_min \(0.001\) must be at least 0.002 for PDS"):
         pds(torch.zeros(1, *SHAPE), t_min=0.001)
+
+
+def test_auto_weighting_of_the_editing_recipes_is_uniform():
+    reference = torch.zeros(1, *SHAPE)
+    assert dds(reference).weighting == pds(reference).weighting == "uniform"  # DDS's code: w = 1; PDS has no w(t)
+    assert dds(reference, weighting="sds").weighting == "sds"
