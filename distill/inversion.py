@@ -106,10 +106,14 @@ class DDIMInversion:
             raise ValueError(f"eta must be ≥ 0, got {self.eta}.")
 
     def __call__(self, denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) -> Tensor:
-        kappa = run.cache.get("sdi_kappa")
-        if kappa is None or run.step % self.refresh_every == 0:
-            kappa = self.infer(denoiser, x, t, run)
-            run.cache["sdi_kappa"] = kappa
+        """κ of this step; one kept from an earlier step only for latents at the same places (κ belongs to the
+        content it was inferred from: Optimize Image refuses reuse before patches that move)."""
+        windows = run.windows_of(x)
+        kept = run.cache.get("sdi_kappa")
+        if kept is None or run.step % self.refresh_every == 0 or kept[0] != windows:
+            kept = windows, self.infer(denoiser, x, t, run)
+            run.cache["sdi_kappa"] = kept
+        kappa = kept[1]
         if self.eta > 0 and self.eta_placement == "end":
             return kappa + self.eta * gaussian_noise(x, run.generators)
         return kappa

@@ -165,3 +165,27 @@ def test_auto_weighting_of_the_editing_recipes_is_uniform():
     reference = torch.zeros(1, *SHAPE)
     assert dds(reference).weighting == pds(reference).weighting == "uniform"  # DDS's code: w = 1; PDS has no w(t)
     assert dds(reference, weighting="sds").weighting == "sds"
+
+
+def test_editing_directions_and_position_state_follow_the_latents_device():
+    # Fake CUDA: tensors on "cuda" without a GPU; any op mixing them with CPU tensors raises. The model's σ table,
+    # t and the node's reference stay on the CPU as they do in a run; what reaches the loss must be on x's device.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from distill import Evaluation, dds_direction, fixed_noise, pds_direction
+    from distill.losses import reference_at
+    from distill.run import Window
+
+    den = GaussianDenoiser(SHAPE)
+    reference = torch.randn(1, 4, 32, 32)
+    windows = [Window(0, 8, 16, 16, 16, (32, 32)), Window(1, 0, 0, 16, 16, (32, 32))]  # patches of two items
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        x = torch.randn(2, *SHAPE, device="cuda")
+        t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+        run = Run(item_generators(0, 2), windows=windows)
+        noise = fixed_noise(den, x, t, 7.5, run)
+        ref = reference_at(reference, windows, x.shape[-2:]).to(x)
+        predictions = {k: torch.randn(2, *SHAPE, device="cuda") for k in ("cfg", "cfg@reference")}
+        ev = Evaluation(x, noise, t, torch.ones(2, 1, 1, 1, device="cuda"), 7.5, predictions, predictions, ref, den)
+        for g in (noise, dds_direction(ev), pds_direction(ev)):
+            assert g.device.type == "cuda" and g.shape == x.shape

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from kornia.geometry.transform import resize
 
-from analytic import sd15_sigmas
-from distill import DDIMInversion, Run, ScoreDistillation, Settings, fixed_noise, item_generators, optimize
+from analytic import GaussianDenoiser, sd15_sigmas
+from distill import DDIMInversion, Run, ScoreDistillation, Settings, Window, fixed_noise, item_generators, optimize
 from distill.image import PatchSchedule, check_patch_phase, fit_size, latent_view, patch_corners
 from distill.schedule import ve_coefficients
 
@@ -134,3 +134,17 @@ def test_sdi_reuse_with_a_patch_phase_is_refused_naming_the_inputs():
     check_patch_phase(reused, schedule, 768, 1024, 200)  # no patch phase: κ stays where it was inferred
     check_patch_phase(reused, schedule, 512, 512, 500)  # the image is never cut into patches
     check_patch_phase(ScoreDistillation(noise=DDIMInversion(refresh_every=1)), schedule, 768, 1024, 500)
+
+
+def test_kept_sdi_noise_is_used_only_where_it_was_inferred():
+    den = GaussianDenoiser((4, 8, 8))
+    inversion = DDIMInversion(steps=4, refresh_every=5, eta=0.0, jitter=False)
+    x, t = torch.zeros(2, 4, 8, 8), torch.tensor([0.5, 0.5], dtype=torch.float64)
+    here = [Window(0, 0, 0, 8, 8, (16, 16)), Window(0, 8, 8, 8, 8, (16, 16))]
+    there = [Window(0, 8, 0, 8, 8, (16, 16)), Window(0, 0, 8, 8, 8, (16, 16))]
+    cache, calls = {}, []
+    for step, windows in enumerate([here, here, there]):  # steps 0 to 2 of a refresh every 5
+        before = len(den.calls)
+        inversion(den, x, t, 7.5, Run(item_generators(0, 2), steps=10, step=step, cache=cache, windows=windows))
+        calls.append(len(den.calls) - before)
+    assert calls[0] > 0 and calls[1] == 0 and calls[2] == calls[0]
