@@ -182,8 +182,9 @@ WORKFLOWS = {
     "masked_editing": (
         "Masked editing: only the painted region changes. Paint it on Load Image (right-click, Open in MaskEditor); "
         "Set Latent Noise Mask puts the mask on the latent, which Optimize Latent honours as KSampler does (resized "
-        "to the latent, soft edges partly): outside the mask the result is the original exactly. The loss is DDS "
-        "(cfg 7.5), the mask keeps its edit local; 200 steps of AdamW at lr 0.02.",
+        "to the latent, soft edges partly): outside the mask the latent stays the original's exactly (the decoded image "
+        "only goes through the VAE). The loss is DDS (cfg 7.5); 200 steps of AdamW at lr 0.02. For pixel-exact edges, "
+        "use Optimize Image with the same mask.",
         editing_nodes("DistillDDSLoss", DDS, target="a photograph of a cat wearing a red knitted hat") | {
             "masked": node("SetLatentNoiseMask", links={"samples": ("encode", 0), "mask": ("image", 1)}),
         } | output_nodes(200, 0.02, start="masked")),
