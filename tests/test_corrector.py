@@ -159,7 +159,7 @@ def test_fixed_noise_is_one_per_run_and_seed_and_lmc_keeps_fresh_noise():
         for step in range(3):
             run.step = step
             loss.gradient(den, x, run)
-            seen[seed].append(run.cache["fixed_noise"])
+            seen[seed].append(fixed_noise(den, x, None, 8.0, run))  # the field the loss cut its ε from
     assert all(torch.equal(n, seen[0][0]) for n in seen[0]) and all(torch.equal(n, seen[1][0]) for n in seen[1])
     assert not torch.equal(seen[0][0], seen[1][0])
     assert not torch.equal(seen[0][0][0], seen[0][0][1])
