@@ -1,0 +1,81 @@
+"""What each method does on the exact mixture prior, as its math predicts (derivations in the docstrings).
+
+On the shapes prior every image μ_j is a component N(μ_j, s0²I); up to levels where the noise reaches the
+distance between images (σ of several units here), x_σ = μ_j + σε keeps all the posterior weight on μ_j,
+in the class's mixture and in the unconditional one alike, and on blur(μ_j) in the blurred copy. There
+x̂0(μ_j + σε) = μ_j + s0²/(s0² + σ²)·σε and ε̂ = σ²/(s0² + σ²)·ε exactly (VE view, a = 1, b = σ).
+"""
+import torch
+
+from distill import Run, ScoreDistillation, Settings, ddim_sample, item_generators, optimize
+from distill.losses import nfsd_direction
+from distill.mixture import shapes_prior
+from distill.quality import fidelity
+from distill.schedule import sigma_at
+from distill.shapes import make_shapes
+from rng import replay_draws
+
+TRAIN = make_shapes(64, seed=0)
+S0 = 0.02
+
+
+def replayed_gradient(loss, den, x, seed=0):
+    """The loss's gradient at x with the t and ε it drew, and the σ of those t."""
+    gens = item_generators(seed, len(x))
+    t, eps = replay_draws(loss, gens, x.shape)
+    g = loss.gradient(den, x, Run(gens))
+    return g, sigma_at(den.sigmas, t).double().view(-1, 1, 1, 1), eps
+
+
+def test_nfsd_sharpens_real_images_above_its_threshold_and_adds_the_sampled_noise_below():
+    """NFSD's step is w·(ε̂_cfg − [t ≥ threshold]·ε̂_neg). On an image μ of the class the class and the
+    unconditional predictions agree, so cfg drops out, and:
+    - at or above the threshold, w·(ε̂_u − ε̂_neg) = w·(x̂0_neg − x̂0_u)/σ = w·σ/(s0² + σ²)·(blur(μ) − μ):
+      the ε terms cancel, and the step moves μ along its own high-pass μ − blur(μ), whatever the noise —
+      no real image is a fixed point, NFSD sharpens for as long as it runs;
+    - below it, w·ε̂_u = w·σ²/(s0² + σ²)·ε: the sampled noise itself, which SDS would subtract.
+    """
+    den = shapes_prior(TRAIN, "square", width=S0)
+    x = TRAIN.of("square")[:6]
+    w = lambda s: s**2 / (1 + s**2)  # noqa: E731  (the "sds" weighting 1 − ᾱ in the VE view)
+
+    above = ScoreDistillation(direction=lambda ev: nfsd_direction(ev, 0.2), extra=("nfsd_negative",), cfg=7.5,
+                              t_min=0.25, t_max=0.5)
+    g, s, _ = replayed_gradient(above, den, x)
+    high_pass = x - TRAIN.blurred(1.0).of("square")[:6]
+    expected = -w(s) * s / (S0**2 + s**2) * high_pass
+    assert torch.allclose(g.double(), expected, atol=1e-4 * expected.abs().max())
+
+    below = ScoreDistillation(direction=lambda ev: nfsd_direction(ev, 0.2), extra=("nfsd_negative",), cfg=7.5,
+                              t_min=0.02, t_max=0.19)
+    g, s, eps = replayed_gradient(below, den, x)
+    expected = w(s) * s**2 / (S0**2 + s**2) * eps
+    assert torch.allclose(g.double(), expected, atol=1e-4 * expected.abs().max())
+
+
+def norm_ranks(x, images):
+    """For each result, the rank (0 = least) by norm, among the images, of the image nearest to it."""
+    flat = images.flatten(1).double()
+    rank = flat.norm(dim=1).argsort().argsort()
+    return rank[torch.cdist(x.flatten(1).double(), flat).argmin(1)]
+
+
+def test_sds_seeks_the_least_norm_images_where_ddim_samples_them_all():
+    """SDS's step, averaged over its fresh ε, is w·(a/b)·(x − E_ε[x̂0(a·x + b·ε)]): a pull toward the posterior
+    mean, in which image k weighs ∝ exp(−‖x_σ − a·μ_k‖²/2v) = exp((a⟨x_σ, μ_k⟩ − a²‖μ_k‖²/2)/v)·const.
+    From a start nearly orthogonal to every image (zero, or N(0, I) noise in 3072 dimensions), the cross
+    term averages out over ε and −a²‖μ_k‖²/2v remains: the images of least norm (on a zero background: the
+    faintest and smallest) hold the most weight at every level, each step moves x toward them, which raises
+    their weight further. SDS ends on one of them: it climbs to a mode of the noised prior. DDIM instead
+    carries one noise along the probability-flow ODE, whose end point is distributed as the prior itself.
+    So every SDS result sits on an image of the class's least-norm quarter; DDIM's spread over all of them.
+    """
+    den = shapes_prior(TRAIN, "disc", width=S0)
+    images = TRAIN.of("disc")
+    quarter = len(images) // 4
+    for start in (torch.zeros(8, 3, 32, 32), torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))):
+        x, _ = optimize(start, ScoreDistillation(cfg=1.0), den, Settings(steps=200))
+        assert (fidelity(x, images) < 0.1).all()  # on an image
+        assert (norm_ranks(x, images) < quarter).all()
+    sampled = ddim_sample(den, torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)), 30)
+    assert (norm_ranks(sampled, images) >= quarter).sum() >= 8  # 12 expected
