@@ -8,8 +8,9 @@ x̂0(μ_j + σε) = μ_j + s0²/(s0² + σ²)·σε and ε̂ = σ²/(s0² + σ²
 import torch
 
 from distill import Run, ScoreDistillation, Settings, ddim_sample, item_generators, optimize
+from distill.corrector import collect_triplets, fit_spectral
 from distill.losses import nfsd_direction
-from distill.mixture import shapes_prior
+from distill.mixture import MixtureDenoiser, shapes_prior
 from distill.quality import fidelity
 from distill.schedule import sigma_at
 from distill.shapes import make_shapes
@@ -79,3 +80,23 @@ def test_sds_seeks_the_least_norm_images_where_ddim_samples_them_all():
         assert (norm_ranks(x, images) < quarter).all()
     sampled = ddim_sample(den, torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)), 30)
     assert (norm_ranks(sampled, images) >= quarter).sum() >= 8  # 12 expected
+
+
+def test_lmc_corrector_fitted_on_the_prior_is_the_identity_until_images_mix():
+    """LMC's corrector estimates the bias b(z, t) = E_ε[ẑ_t(a·z + b·ε)]. For z = μ_j, while μ_j holds the
+    posterior, ẑ_t = μ_j + s0²/(s0² + σ²)·σε and the bias is μ_j itself: the denoiser is unbiased on the data,
+    so the least-squares gain is 1 in every band. That lasts while the logit gap ‖μ_j − μ_k‖²/2σ² ≳ 10, i.e. σ
+    below ~4 (t ≈ 0.6 on SD1.5) for images 17–20 apart; near the top of the schedule ẑ_t is about the prior's
+    mean whatever z, and the gain falls toward 0. The pack's spectral fit (Train LMC Corrector's defaults: 16
+    of the prior's own DDIM samples, 64 antithetic pairs each, ~21 per t bin) must find that, up to its
+    own sampling noise at the few frequencies of the outermost bands.
+    """
+    unconditional = MixtureDenoiser({"positive": TRAIN.images}, S0)
+    g = torch.Generator().manual_seed(0)
+    samples = ddim_sample(unconditional, torch.randn((16, 3, 32, 32), generator=g), 50)
+    data = collect_triplets(unconditional, samples, 64, g)
+    corrector = fit_spectral(data.z, data.z_hat, data.t)
+    low = corrector.t_centers <= 0.55
+    deviation = (corrector.gains[:, :, low] - 1).abs()
+    assert deviation.median() < 0.005 and deviation.max() < 0.08
+    assert corrector.gains[:, :, -1].mean() < 0.3
