@@ -7,7 +7,7 @@ x̂0(μ_j + σε) = μ_j + s0²/(s0² + σ²)·σε and ε̂ = σ²/(s0² + σ²
 """
 import torch
 
-from distill import Run, ScoreDistillation, Settings, ddim_sample, item_generators, optimize
+from distill import DDIMInversion, Run, ScoreDistillation, Settings, ddim_sample, item_generators, optimize, recipes
 from distill.corrector import collect_triplets, fit_spectral
 from distill.losses import nfsd_direction
 from distill.mixture import MixtureDenoiser, shapes_prior
@@ -100,3 +100,29 @@ def test_lmc_corrector_fitted_on_the_prior_is_the_identity_until_images_mix():
     deviation = (corrector.gains[:, :, low] - 1).abs()
     assert deviation.median() < 0.005 and deviation.max() < 0.08
     assert corrector.gains[:, :, -1].mean() < 0.3
+
+
+def test_sdi_inverts_a_real_image_to_the_stationary_noise_and_follows_one_path_from_one_start():
+    """SDI replaces ε by κ from DDIM inversion of x; with κ stationary, κ = ε̂(a·x + b·κ), its step
+    σ_t·(ε̂ − κ) = x − x̂0(a·x + b·κ) vanishes. For x = μ_j the stationary κ is 0 (ε̂(μ_j) = 0: μ_j is its own
+    x0-prediction while it holds the posterior, in the class's mixture and the unconditional one, so at any
+    inversion cfg), and the inversion stays at μ_j: κ ≈ 0 (only the walk's start x·√(1 + σ_min²) moves it, by
+    ~4·10⁻⁴·x) instead of a noise of norm √d ≈ 55, and real images are fixed points of SDI.
+    κ is a function of x: seeds enter only through η and τ. Without them every seed from one start follows
+    one path, where SDS's seeds part at once.
+    """
+    den = shapes_prior(TRAIN, "ring", width=S0)
+    x = TRAIN.of("ring")[:6]
+    exact = DDIMInversion(eta=0.0, jitter=False)
+    for t in (0.2, 0.4, 0.6):
+        kappa = exact.infer(den, x, torch.full((6,), t, dtype=torch.float64), Run(item_generators(0, 6)))
+        assert kappa.flatten(1).norm(dim=1).max() < 0.01 * 55
+        g = recipes.sdi(t_min=t, t_max=t + 1e-6, noise=exact).gradient(den, x, Run(item_generators(0, 6)))
+        assert (g.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).max() < 1e-4
+
+    zero = torch.zeros(3, 3, 32, 32)
+    settings = Settings(steps=20)
+    sdi, _ = optimize(zero, recipes.sdi(noise=exact), den, settings)
+    assert torch.equal(sdi[0], sdi[1]) and torch.equal(sdi[0], sdi[2])
+    sds, _ = optimize(zero, recipes.sds(cfg=8.5, t_min=0.2, t_schedule="linear_anneal"), den, settings)
+    assert torch.pdist(sds.flatten(1)).min() > 0.1
