@@ -6,6 +6,7 @@ in the class's mixture and in the unconditional one alike, and on blur(μ_j) in 
 x̂0(μ_j + σε) = μ_j + s0²/(s0² + σ²)·σε and ε̂ = σ²/(s0² + σ²)·ε exactly (VE view, a = 1, b = σ).
 """
 import torch
+from torch import nn
 
 from distill import DDIMInversion, Run, ScoreDistillation, Settings, ddim_sample, item_generators, optimize, recipes
 from distill.corrector import collect_triplets, fit_spectral
@@ -14,7 +15,7 @@ from distill.mixture import MixtureDenoiser, shapes_prior
 from distill.quality import fidelity
 from distill.schedule import sigma_at
 from distill.shapes import make_shapes
-from rng import replay_draws
+from rng import copies, replay_draws
 
 TRAIN = make_shapes(64, seed=0)
 S0 = 0.02
@@ -126,3 +127,30 @@ def test_sdi_inverts_a_real_image_to_the_stationary_noise_and_follows_one_path_f
     assert torch.equal(sdi[0], sdi[1]) and torch.equal(sdi[0], sdi[2])
     sds, _ = optimize(zero, recipes.sds(cfg=8.5, t_min=0.2, t_schedule="linear_anneal"), den, settings)
     assert torch.pdist(sds.flatten(1)).min() > 0.1
+
+
+class IdentityCorrector(nn.Module):
+    def forward(self, z, t):
+        return z
+
+
+def test_lmc_fixed_noise_cannot_steer_where_one_image_holds_the_posterior():
+    """LMC-SDS with fixed noise keeps ε fixed only in L_cond = w·(ε̂_cfg − ε̂_u) = ω·w·(a/b)·(x̂0_u − x̂0_c) at
+    x + σ·ε_fixed. On an image μ of the class, while μ holds the posterior of the class's mixture and of the
+    unconditional one, x̂0_c = x̂0_u: L_cond is 0 whatever ε_fixed, and with the corrector that is exact there
+    (the identity, see above) the step is [μ − x̂0_u(μ + σ·ε_fresh)]/ω = −s0²σ/(s0² + σ²)·ε_fresh/ω, with
+    no trace of the seed's fixed ε. Fixed noise can only diversify at levels where images mix. (A wider
+    component, s0 = 0.1, keeps that small step well above float32's rounding of x̂0 times ω·a/b.)
+    """
+    s0 = 0.1
+    den = shapes_prior(TRAIN, "bar", width=s0)
+    x = TRAIN.of("bar")[:6]
+    loss = recipes.lmc_sds(IdentityCorrector(), fixed_noise=True, t_min=0.1, t_max=0.5)
+    gens = item_generators(3, len(x))
+    draws = [(torch.rand((), generator=g, dtype=torch.float64), torch.randn(x.shape[1:], generator=g),
+              torch.randn(x.shape[1:], generator=g)) for g in copies(gens)]
+    u, _, fresh = (torch.stack(d) for d in zip(*draws))
+    g = loss.gradient(den, x, Run(gens))
+    s = sigma_at(den.sigmas, loss.t_min + (loss.t_max - loss.t_min) * u).double().view(-1, 1, 1, 1)
+    expected = -s0**2 * s / (s0**2 + s**2) * fresh / loss.cfg
+    assert torch.allclose(g.double(), expected, atol=1e-3 * expected.abs().max())
