@@ -37,7 +37,6 @@ class MixtureDenoiser:
     """
 
     def __init__(self, branches: dict[str, Tensor], width: float, flow: bool = False):
-        self.branches = branches
         self.means = {name: images.flatten(1).double() for name, images in branches.items()}
         self.width = width
         self.flow = flow
@@ -49,8 +48,8 @@ class MixtureDenoiser:
 
     def x0(self, x_noisy: Tensor, sigma: Tensor, branch: str) -> Tensor:
         """The exact x0-prediction of one branch at per-item σ [B]."""
-        if branch not in self.branches:
-            raise ValueError(f"this prior has no branch {branch!r}; it has {', '.join(self.branches)}.")
+        if branch not in self.means:
+            raise ValueError(f"this prior has no branch {branch!r}; it has {', '.join(self.means)}.")
         a, b = self.coefficients(sigma.double())
         return mixture_x0(x_noisy, self.means[branch], self.width, a, b)
 

@@ -8,9 +8,8 @@ x̂0(μ_j + σε) = μ_j + s0²/(s0² + σ²)·σε and ε̂ = σ²/(s0² + σ²
 import torch
 from torch import nn
 
-from distill import DDIMInversion, Run, ScoreDistillation, Settings, ddim_sample, item_generators, optimize, recipes
+from distill import DDIMInversion, Run, Settings, ddim_sample, item_generators, optimize, recipes
 from distill.corrector import collect_triplets, fit_spectral
-from distill.losses import nfsd_direction
 from distill.mixture import MixtureDenoiser, shapes_prior
 from distill.quality import fidelity
 from distill.schedule import sigma_at
@@ -41,15 +40,13 @@ def test_nfsd_sharpens_real_images_above_its_threshold_and_adds_the_sampled_nois
     x = TRAIN.of("square")[:6]
     w = lambda s: s**2 / (1 + s**2)  # noqa: E731  (the "sds" weighting 1 − ᾱ in the VE view)
 
-    above = ScoreDistillation(direction=lambda ev: nfsd_direction(ev, 0.2), extra=("nfsd_negative",), cfg=7.5,
-                              t_min=0.25, t_max=0.5)
+    above = recipes.nfsd(t_min=0.25, t_max=0.5)
     g, s, _ = replayed_gradient(above, den, x)
     high_pass = x - TRAIN.blurred(1.0).of("square")[:6]
     expected = -w(s) * s / (S0**2 + s**2) * high_pass
     assert torch.allclose(g.double(), expected, atol=1e-4 * expected.abs().max())
 
-    below = ScoreDistillation(direction=lambda ev: nfsd_direction(ev, 0.2), extra=("nfsd_negative",), cfg=7.5,
-                              t_min=0.02, t_max=0.19)
+    below = recipes.nfsd(t_min=0.02, t_max=0.19)
     g, s, eps = replayed_gradient(below, den, x)
     expected = w(s) * s**2 / (S0**2 + s**2) * eps
     assert torch.allclose(g.double(), expected, atol=1e-4 * expected.abs().max())
@@ -76,7 +73,7 @@ def test_sds_seeks_the_least_norm_images_where_ddim_samples_them_all():
     images = TRAIN.of("disc")
     quarter = len(images) // 4
     for start in (torch.zeros(8, 3, 32, 32), torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))):
-        x, _ = optimize(start, ScoreDistillation(cfg=1.0), den, Settings(steps=200))
+        x, _ = optimize(start, recipes.sds(cfg=1.0), den, Settings(steps=200))
         assert (fidelity(x, images) < 0.1).all()  # on an image
         assert (norm_ranks(x, images) < quarter).all()
     sampled = ddim_sample(den, torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)), 30)
