@@ -243,6 +243,31 @@ def test_sdi_with_jitter_feeds_the_level_above_t(variant, placement, kind):
     assert_sdi_parity(kind, seen, k, variant, placement, jitter=True, delta=999 - k)
 
 
+def test_shipped_sdi_workflow_runs_the_reference_settings():
+    """workflows/sdi_text_to_image with the tiny model at t = 500 (τ jitter off to fix the walk): its cfg, inversion
+    cfg, η, variant and placement in the standard form must be the paper's 7.5 / −7.5 / 0.3 of the reference code."""
+    import json
+
+    from comfy_harness import PACK_ROOT
+    from headless.workflow import find_node
+
+    prompt = json.loads((PACK_ROOT / "workflows/api/sdi_text_to_image.json").read_text())
+    inputs = {name: prompt[find_node(prompt, name)]["inputs"] for name in ("DistillDDIMInvertNoise", "DistillSDSLoss")}
+    inversion = {k: v for k, v in inputs["DistillDDIMInvertNoise"].items() if not isinstance(v, list)}
+    noise = run_node("DistillDDIMInvertNoise", **(inversion | {"tau_jitter": False})).args[0]
+    settings = {k: v for k, v in inputs["DistillSDSLoss"].items() if k in ("cfg", "weighting", "grad_clip")}
+    loss = run_node("DistillSDSLoss", model=models("eps")[0], positive=POSITIVE, negative=NEGATIVE, noise=noise,
+                    **(settings | at_timestep(500))).args[0]
+    seen = pack_step(loss)
+    variant, placement = inversion["variant"], inversion["eta_placement"]
+    steps = len(ref.sdi_inversion_timesteps(models("eps")[1], 500, 10)) - 1
+    draws = normals(seen["draws"], steps if placement == "every_step" else 1)
+    update, _ = zip(*(r.unbind() for r in reference("eps", sdi_reference, seen["x"], 500, variant, placement, 0,
+                                                    draws)))
+    assert inversion["inversion_steps"] == 10 and inversion["refresh_every"] == 1
+    assert_parity(seen["g"], update)
+
+
 class FixedBias(nn.Module):
     """A corrector that predicts one given b̂ whatever it is asked."""
 
