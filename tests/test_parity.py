@@ -13,7 +13,7 @@ up to u/β₁ ≈ 2¹⁰·u to cancellation). The exact value is the same refere
 recomputed from the definition (``float64_twin``); the float32 reference's distance from it, R, is what float32
 rounding does to this very computation — the network's depth, the guidance scale's amplification, the chain of
 SDI's inversion steps included. The pack must lie within 2⁴·R of the exact value, allowing its different order
-and path a few more roundings per operation (measured: the pack's distance stays below 1.5·R in every test).
+and path a few more roundings per operation (measured: the pack's distance stays below 2.2·R in every test).
 A convention error moves results by far more: each test that could hide one also checks that the reference under
 the other convention (the other CFG form, the other side of NFSD's threshold) lies outside the tolerance.
 """
