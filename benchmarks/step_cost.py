@@ -207,7 +207,8 @@ def main():
                 times[name].append(time.perf_counter() - t0)
         for name, loss in losses.items():
             times[name] += optimize_run(loss, latent, args.steps + 1)
-        times["diffusers sds"] += diffusers_sds_run(unet, [pos, neg], latent, args.steps + 1)
+            if name == "sds":  # right after the pack's SDS, so that load drift hits both alike
+                times["diffusers sds"] += diffusers_sds_run(unet, [pos, neg], latent, args.steps + 1)
     # bare forwards: median; loss steps: mean, since an SDI step's cost follows its annealed t
     t = {k: (statistics.median if k in bare else statistics.mean)(v) for k, v in times.items()}
     mem_f, mem_s = peak_memory(args, "forward"), peak_memory(args, "sds")
