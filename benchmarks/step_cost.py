@@ -9,7 +9,7 @@ the first three levels, context 768) but narrow enough for a CPU; ComfyUI is tol
 default on CUDA) so that both sides run the same attention kernel. Both are timed side by side in this one run; peak
 memory is measured in a fresh child process per phase. Needs ComfyUI, found as the tests find it.
 
-    python benchmarks/step_cost.py [--channels 64] [--latent 32] [--steps 20] [--device cpu|cuda]
+    python benchmarks/step_cost.py [--channels 64] [--latent 32] [--steps 10] [--pairs 8] [--device cpu|cuda]
 """
 import argparse
 import json
@@ -180,6 +180,7 @@ def main():
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=8, help="alternating pack / diffusers SDS runs to compare")
     p.add_argument("--device", default="cpu")
     p.add_argument("--memory-of", choices=["forward", "sds"], help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -198,7 +199,7 @@ def main():
     unet = diffusers_unet(model).to(model.load_device)
     for _ in range(3):
         bare_forward(model, bare["3-branch"], latent)
-    times = {k: [] for k in [*bare, *losses, "diffusers sds"]}
+    times = {k: [] for k in [*bare, *losses]}
     for _ in range(2):  # interleaved, so drift in machine load hits every row alike
         for name, conds in bare.items():
             for _ in range(args.steps):
@@ -207,8 +208,13 @@ def main():
                 times[name].append(time.perf_counter() - t0)
         for name, loss in losses.items():
             times[name] += optimize_run(loss, latent, args.steps + 1)
-            if name == "sds":  # right after the pack's SDS, so that load drift hits both alike
-                times["diffusers sds"] += diffusers_sds_run(unet, [pos, neg], latent, args.steps + 1)
+    side_by_side = {"pack": [], "diffusers": []}
+    for i in range(args.pairs):  # pack SDS vs diffusers SDS in alternating order; a ratio per pair, so drift cancels
+        for side in ("pack", "diffusers") if i % 2 == 0 else ("diffusers", "pack"):
+            run = (optimize_run(losses["sds"], latent, args.steps + 1) if side == "pack"
+                   else diffusers_sds_run(unet, [pos, neg], latent, args.steps + 1))
+            side_by_side[side].append(statistics.mean(run))
+    pairs = [p / d for p, d in zip(side_by_side["pack"], side_by_side["diffusers"])]
     # bare forwards: median; loss steps: mean, since an SDI step's cost follows its annealed t
     t = {k: (statistics.median if k in bare else statistics.mean)(v) for k, v in times.items()}
     mem_f, mem_s = peak_memory(args, "forward"), peak_memory(args, "sds")
@@ -222,8 +228,9 @@ def main():
         print(f"time   SDI step (refresh_every {k}) / SDS step: {t[f'sdi refresh {k}'] / t['sds']:.3f}")
     for kind in ("unet", "spectral"):
         print(f"time   LMC-SDS step ({kind} corrector) / SDS step: {t[f'lmc {kind}'] / t['sds']:.3f}")
-    print(f"time   SDS step via ComfyUI / threestudio-style SDS step on diffusers, same weights: "
-          f"{t['sds'] / t['diffusers sds']:.3f}")
+    print(f"time   SDS step via ComfyUI / threestudio-style SDS step on diffusers, same weights: median "
+          f"{statistics.median(pairs):.3f} of {len(pairs)} pairs (range {min(pairs):.3f}–{max(pairs):.3f}; "
+          f"ms {statistics.median(side_by_side['pack']) * 1e3:.1f} / {statistics.median(side_by_side['diffusers']) * 1e3:.1f})")
     print(f"memory peak bare 2-branch forward {mem_f:.1f} MiB, SDS run {mem_s:.1f} MiB: ratio {mem_s / max(mem_f, 1e-9):.3f}")
 
 if __name__ == "__main__":
