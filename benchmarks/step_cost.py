@@ -13,6 +13,7 @@ memory is measured in a fresh child process per phase. Needs ComfyUI, found as t
 """
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -24,6 +25,8 @@ import torch
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
 import comfy_harness as harness  # noqa: E402
+from diffusers import DDIMScheduler  # noqa: E402
+from reference_diffusers import SD_SCHEDULER, diffusers_unet  # noqa: E402
 
 
 def unet_config(channels: int) -> dict:
@@ -98,11 +101,6 @@ def diffusers_sds_run(unet, conds, latent, steps: int, guidance_scale: float = 9
     x_t = add_noise, one UNet forward on [cond, uncond], ε̂_c + s·(ε̂_c − ε̂_u) (s = 99 is cfg 100 here),
     g = (1 − ᾱ_t)·(ε̂ − ε), the target loss, AdamW (lr 0.1 cosine, betas 0.9/0.99, eps 1e-15). Returns the wall
     time of every step after the first."""
-    import math
-
-    from diffusers import DDIMScheduler
-    from reference_diffusers import SD_SCHEDULER
-
     device = next(unet.parameters()).device
     scheduler = DDIMScheduler(**SD_SCHEDULER)
     alphas = scheduler.alphas_cumprod.to(device)
@@ -116,7 +114,8 @@ def diffusers_sds_run(unet, conds, latent, steps: int, guidance_scale: float = 9
         with torch.no_grad():
             eps = torch.randn_like(x)
             x_t = scheduler.add_noise(x.detach(), eps, t)
-            out = unet(torch.cat([x_t] * 2), torch.cat([t] * 2), encoder_hidden_states=context.repeat_interleave(len(x), 0)).sample
+            out = unet(torch.cat([x_t] * 2), torch.cat([t] * 2),
+                       encoder_hidden_states=context.repeat_interleave(len(x), 0)).sample
             cond, uncond = out.chunk(2)
             g = (1 - alphas[t]).view(-1, 1, 1, 1) * (cond + guidance_scale * (cond - uncond) - eps)
         loss = 0.5 * (x - (x - g).detach()).pow(2).sum() / len(x)
@@ -194,8 +193,6 @@ def main():
               "sdi refresh 1": sdi_loss(model, pos, neg, 1), "sdi refresh 10": sdi_loss(model, pos, neg, 10),
               "lmc unet": lmc_loss(model, pos, neg, "unet"), "lmc spectral": lmc_loss(model, pos, neg, "spectral")}
     bare = {"2-branch": [pos, neg], "3-branch": [pos, neg, nfsd_neg]}
-    from reference_diffusers import diffusers_unet
-
     unet = diffusers_unet(model).to(model.load_device)
     for _ in range(3):
         bare_forward(model, bare["3-branch"], latent)
@@ -228,9 +225,10 @@ def main():
         print(f"time   SDI step (refresh_every {k}) / SDS step: {t[f'sdi refresh {k}'] / t['sds']:.3f}")
     for kind in ("unet", "spectral"):
         print(f"time   LMC-SDS step ({kind} corrector) / SDS step: {t[f'lmc {kind}'] / t['sds']:.3f}")
+    ms = {side: statistics.median(v) * 1e3 for side, v in side_by_side.items()}
     print(f"time   SDS step via ComfyUI / threestudio-style SDS step on diffusers, same weights: median "
           f"{statistics.median(pairs):.3f} of {len(pairs)} pairs (range {min(pairs):.3f}–{max(pairs):.3f}; "
-          f"ms {statistics.median(side_by_side['pack']) * 1e3:.1f} / {statistics.median(side_by_side['diffusers']) * 1e3:.1f})")
+          f"ms {ms['pack']:.1f} / {ms['diffusers']:.1f})")
     print(f"memory peak bare 2-branch forward {mem_f:.1f} MiB, SDS run {mem_s:.1f} MiB: ratio {mem_s / max(mem_f, 1e-9):.3f}")
 
 if __name__ == "__main__":

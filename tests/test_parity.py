@@ -52,7 +52,8 @@ def models(kind: str):
             else:
                 p.copy_(torch.ones_like(p) if name.endswith("weight") else 0.02 * torch.randn(p.shape, generator=g))
     unet = ref.diffusers_unet(model)
-    prior = ref.FlowPrior(unet) if kind == "flow" else ref.DDPMPrior(unet, {"eps": "epsilon", "v": "v_prediction"}[kind])
+    prediction = {"eps": "epsilon", "v": "v_prediction"}
+    prior = ref.FlowPrior(unet) if kind == "flow" else ref.DDPMPrior(unet, prediction[kind])
     return model, prior, ref.float64_twin(prior)
 
 
