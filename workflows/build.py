@@ -10,6 +10,7 @@ step of data flow, so that every wire runs rightwards. Node sizes follow what th
     python workflows/build.py
 """
 import json
+import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -67,7 +68,7 @@ ROOM = {"CLIPTextEncode": (380, 110), "LoadImage": (300, 340), "SaveImage": (360
         "DistillLMCCorrector": (340, 0), "DistillTrainLMCCorrector": (340, 0)}
 WIDTH, NARROW = 300, 210
 # The note: 10 px monospace text (the frontend's default textarea font), a character 6 px wide, a line 12 high.
-NOTE_WIDTH, NOTE_CHAR, NOTE_PADDING = 640, (6, 12), 24
+NOTE_WIDTH, NOTE_CHAR, NOTE_PADDING = 640, (6, 12), 40
 PAD, GROUP_TITLE, COLUMN_GAP, ROW_GAP, GROUP_GAP, WIRE_MARGIN = 20, 40, 50, 30, 50, 12
 VIEW_MARGIN = (90, 100)  # where the note's corner lands at 100% zoom: clear of the side bar and the menu
 
@@ -369,9 +370,9 @@ def first_under_a_wire(graph: dict, pos: dict, stacks: list[list[str]]) -> tuple
 
 
 def note_height(text: str) -> int:
-    """Tall enough to show all of the note's text, wrapped at NOTE_WIDTH."""
+    """Tall enough to show all of the note's text, wrapped at word ends as the browser does, and a line more."""
     chars = (NOTE_WIDTH - NOTE_PADDING) // NOTE_CHAR[0]
-    lines = sum(max(1, -(-len(paragraph) // chars)) for paragraph in text.split("\n"))
+    lines = sum(len(textwrap.wrap(paragraph, chars)) or 1 for paragraph in text.split("\n")) + 1
     return max(lines * NOTE_CHAR[1] + NOTE_PADDING, MIN_SIZE["Note"][1])
 
 
