@@ -66,10 +66,11 @@ def main():
     def progress(phase, done, total):
         print(f"\r{phase} {done}/{total}", end="\n" if done == total else "", flush=True)
 
-    path, losses = train.train_for_model(model, unconditional, latents, kind=args.kind, pairs=args.pairs,
-                                         steps=args.steps, seed=args.seed, filename=out,
-                                         sample_size=args.size // 8, progress=progress)
-    print(f"saved {path}" + (f" (final L_k {losses[-1]:.3g})" if losses else ""))
+    path, losses, residual = train.train_for_model(model, unconditional, latents, kind=args.kind, pairs=args.pairs,
+                                                   steps=args.steps, seed=args.seed, filename=out,
+                                                   sample_size=args.size // 8, progress=progress)
+    print(f"saved {path} (relative residual {residual.nanmean():.3g}"
+          + (f", final L_k {losses[-1]:.3g})" if losses else ")"))
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
 from ..distill import ddim_sample
-from ..distill.corrector import UNetCorrector, collect_triplets, fit_spectral, train_unet
+from ..distill.corrector import UNetCorrector, collect_triplets, fit_residual, fit_spectral, train_unet
 from ..distill.corrector_file import save_corrector
 from . import correctors
 from .evaluation import run_with_model
-from .plot import curve_image
+from .plot import fit_image
 from .types import CATEGORY, LMCCorrectorType
 
 T_RANGE = (0.02, 0.98)
@@ -38,8 +38,9 @@ def folder_images(folder: str, size: int) -> torch.Tensor:
 
 def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Tensor | None, *, kind: str,
                     pairs: int, steps: int, seed: int, filename: str, sample_count: int = 16,
-                    sample_size: int = 64, progress=None) -> tuple[Path, list[float]]:
-    """Fit or train a corrector on the model's unconditional predictions; returns its file and L_k per step.
+                    sample_size: int = 64, progress=None) -> tuple[Path, list[float], torch.Tensor]:
+    """Fit or train a corrector on the model's unconditional predictions; returns its file, L_k per step
+    (none for the spectral kind) and its relative residual on the triplets per band and t (fit_residual).
 
     latents: raw VAE-space latents of the user's images, or None to let the model sample
     ``sample_count`` latents itself (DDIM, 50 steps). progress(phase, done, total) reports each phase
@@ -73,7 +74,8 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
         return path
 
     if kind == "spectral":
-        return save(fit_spectral(data.z, data.z_hat, data.t, t_range=T_RANGE), []), []
+        spectral = fit_spectral(data.z, data.z_hat, data.t, t_range=T_RANGE)
+        return save(spectral, []), [], fit_residual(spectral, data, t_range=T_RANGE)
     with torch.inference_mode(False):
         net, losses = UNetCorrector(latent_format.latent_channels), []
 
@@ -88,7 +90,7 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
         train_unet(net, data, steps, seed=seed, on_step=on_step)
     finally:
         path = save(net, losses)
-    return path, losses
+    return path, losses, fit_residual(net, data, t_range=T_RANGE)
 
 
 class TrainLMCCorrector(io.ComfyNode):
@@ -116,8 +118,9 @@ class TrainLMCCorrector(io.ComfyNode):
                                      "at a random t in [0.02, 0.98]."),
                 io.Int.Input("steps", default=3000, min=1, max=1000000,
                              tooltip="U-Net training steps (Adam, batch 64); ignored by the spectral kind."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="Seeds the noise, the timesteps and the training."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                             tooltip="Seeds the noise, the timesteps and the training; it stays as set, so that "
+                                     "queueing again does not train again."),
                 io.Image.Input("images", optional=True, tooltip="Images of the kind you will optimize; needs vae."),
                 io.Vae.Input("vae", optional=True, tooltip="The model's VAE, to encode images or the folder's."),
                 io.String.Input("folder", default="", optional=True,
@@ -128,7 +131,9 @@ class TrainLMCCorrector(io.ComfyNode):
                                      "images nor folder is given."),
             ],
             outputs=[LMCCorrectorType.Output(display_name="corrector"),
-                     io.Image.Output(display_name="loss_curve", tooltip="L_k per training step (U-Net).")],
+                     io.Image.Output(display_name="fit_plot",
+                                     tooltip="How well the corrector fits the model: its relative residual per "
+                                             "frequency band and t (0 = exact), and for the U-Net L_k per step.")],
         )
 
     @classmethod
@@ -154,6 +159,7 @@ class TrainLMCCorrector(io.ComfyNode):
             comfy.model_management.throw_exception_if_processing_interrupted()
 
         correctors.check_name(filename)
-        _, losses = train_for_model(model, unconditional, latents, kind=kind, pairs=pairs_per_latent, steps=steps,
-                                    seed=seed, filename=filename, sample_size=image_size // 8, progress=progress)
-        return io.NodeOutput(correctors.load(filename), curve_image(losses, "L_k per training step"))
+        _, losses, residual = train_for_model(model, unconditional, latents, kind=kind, pairs=pairs_per_latent,
+                                              steps=steps, seed=seed, filename=filename,
+                                              sample_size=image_size // 8, progress=progress)
+        return io.NodeOutput(correctors.load(filename), fit_image(residual, losses, T_RANGE))
