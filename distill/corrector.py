@@ -131,19 +131,21 @@ class SpectralCorrector(nn.Module):
 
 def fit_spectral(z: Tensor, z_hat: Tensor, t: Tensor, t_bins: int = 49, bands: int = 32,
                  t_range: tuple[float, float] = (0.02, 0.98)) -> SpectralCorrector:
-    """Least-squares gains g = Σ Re(Ẑ·conj(Z)) / Σ |Z|² per channel, band and t bin, from triplets."""
-    edges = torch.linspace(*t_range, t_bins + 1, dtype=torch.float64)
+    """Least-squares gains g = Σ Re(Ẑ·conj(Z)) / Σ |Z|² per channel, band and t bin, from triplets.
+
+    Both sums in one index_add each: every (item, channel, frequency) adds into its (channel, band,
+    t bin) cell. On the triplets' device; a cell without power keeps gain 1."""
+    _, c, h, w = z.shape
+    device = z.device
+    edges = torch.linspace(*t_range, t_bins + 1, dtype=torch.float64, device=device)
     centers = (edges[:-1] + edges[1:]) / 2
-    idx = (torch.bucketize(t.double(), edges) - 1).clamp(0, t_bins - 1)
-    band = radial_bands(z.shape[-2], z.shape[-1], bands)
+    t_bin = (torch.bucketize(t.to(device, torch.float64), edges) - 1).clamp(0, t_bins - 1)
+    channel_band = torch.arange(c, device=device)[:, None, None] * bands + radial_bands(h, w, bands, device)
+    cell = (channel_band * t_bins + t_bin[:, None, None, None]).flatten()
     Z, Zh = torch.fft.fft2(z.double(), norm="ortho"), torch.fft.fft2(z_hat.double(), norm="ortho")
-    num = torch.zeros(z.shape[1], bands, t_bins, dtype=torch.float64)
-    den = torch.zeros_like(num)
-    cross, power = (Zh * Z.conj()).real, Z.abs() ** 2
-    for k in range(bands):
-        mask = band == k
-        num[:, k].index_add_(1, idx, cross[..., mask].sum(-1).T)
-        den[:, k].index_add_(1, idx, power[..., mask].sum(-1).T)
+    cross, power = Zh.real * Z.real + Zh.imag * Z.imag, Z.real.square() + Z.imag.square()
+    num, den = (torch.zeros(c * bands * t_bins, dtype=torch.float64, device=device).index_add_(0, cell, v.flatten())
+                .view(c, bands, t_bins) for v in (cross, power))
     gains = torch.where(den > 0, num / den.clamp_min(1e-30), torch.ones_like(num))
     return SpectralCorrector(gains.float(), centers.float())
 
