@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -188,20 +189,31 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
     return Triplets(z[::2].contiguous(), pair_mean, t[::2].contiguous())
 
 
+def new_unet(channels: int, seed: int) -> UNetCorrector:
+    """A U-Net corrector on the CPU whose initial weights are a function of the seed alone, drawn with
+    the global CPU generator reseeded (and restored afterwards) from the seed through numpy's
+    SeedSequence, so that they do not replay the streams that seed the triplets and the minibatches."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]))
+        return UNetCorrector(channels)
+
+
 def train_unet(net: UNetCorrector, data: Triplets, steps: int, lr: float = 1e-3, batch: int = 64,
                seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Adam on L_k over random minibatches of the triplets; trains net in place (an exception from
-    on_step leaves it with what it has learned so far). Returns the loss per step.
+    """Adam on L_k over random minibatches of the triplets; trains net in place, on the triplets' device
+    (an exception from on_step leaves it with what it has learned so far). Returns the loss per step.
 
     net must have been made outside inference mode; the triplets may come from inside it."""
     g = torch.Generator().manual_seed(seed)
     losses = []
+    device = data.z.device
     with torch.inference_mode(False), torch.enable_grad():
-        z, z_hat, t = data.z.clone(), data.z_hat.clone(), data.t.clone()
+        net.to(device)
+        z, z_hat, t = data.z.clone(), data.z_hat.clone(), data.t.to(device, copy=True)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for step in range(steps):
-            idx = torch.randint(len(z), (min(batch, len(z)),), generator=g)
+            idx = torch.randint(len(z), (min(batch, len(z)),), generator=g).to(device)
             loss = corrector_loss(net(z[idx], t[idx]), z_hat[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -15,7 +15,7 @@ from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
 from ..distill import ddim_sample
-from ..distill.corrector import UNetCorrector, collect_triplets, fit_spectral, train_unet
+from ..distill.corrector import collect_triplets, fit_spectral, new_unet, train_unet
 from ..distill.corrector_file import save_corrector
 from . import correctors
 from .evaluation import run_with_model
@@ -75,7 +75,7 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
     if kind == "spectral":
         return save(fit_spectral(data.z, data.z_hat, data.t, t_range=T_RANGE), []), []
     with torch.inference_mode(False):
-        net, losses = UNetCorrector(latent_format.latent_channels), []
+        net, losses = new_unet(latent_format.latent_channels, seed), []
 
     training = report("training")
 
