@@ -13,7 +13,7 @@ from ..distill.optimize import check_finite
 from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
-from .vae_gradients import differentiable_encoder
+from .vae_gradients import differentiable_encoder, encoder_memory
 
 PREVIEW_SIZE = 512
 
@@ -87,14 +87,18 @@ class OptimizeImage(io.ComfyNode):
 
         results = []
         channels = loss.model.get_model_object("latent_format").latent_channels
-        placeholder = torch.zeros(len(pixels), channels, native_size // 8, native_size // 8)
+        patch_phase = steps > whole_image_steps and max(pixels.shape[-2:]) > native_size
+        views = len(pixels) * (patches if patch_phase else 1)  # images the loss sees per step, native size at most
+        placeholder = torch.zeros(views, channels, native_size // 8, native_size // 8)
 
-        def run(denoiser, latent):
-            with differentiable_encoder(vae, loss.model) as encode:
-                results.append(optimize(pixels, loss.loss, denoiser, settings, on_step, view=latent_view(schedule, encode)))
-            return latent
+        with differentiable_encoder(vae, loss.model) as (vae_patcher, encode):
+            def run(denoiser, latent):
+                results.append(optimize(pixels.to(latent.device), loss.loss, denoiser, settings, on_step,
+                                        view=latent_view(schedule, encode)))
+                return latent
 
-        run_with_model(loss.model, loss.conds, placeholder, seed, run)
+            run_with_model(loss.model, loss.conds, placeholder, seed, run, also_load=[vae_patcher],
+                           memory=encoder_memory(vae, views, native_size, native_size))
         out, history = results[0]
         out = out.movedim(1, -1).to(comfy.model_management.intermediate_device())
         return io.NodeOutput(out, history_image(history))

@@ -70,11 +70,12 @@ UNET = {
 CONTEXT_DIM = 64
 
 
-def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET):
+def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET, dtype: torch.dtype = torch.float32):
     """A ModelPatcher around a randomly initialised SD1.5-family UNet (by default 32 channels, 2 levels).
 
     kind: "eps", "v" (v-prediction), "flow" (CONST with ModelSamplingDiscreteFlow, shift 3), or "sd3":
-    flow on SD3's 16-channel latent format (the UNet stands in for the MMDiT).
+    flow on SD3's 16-channel latent format (the UNet stands in for the MMDiT). dtype: of the weights;
+    float16 computes in float32 through ComfyUI's manual_cast ops, as on a device without fp16.
     """
     import comfy.model_base
     import comfy.model_management
@@ -87,12 +88,12 @@ def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET):
                   "flow": comfy.model_base.ModelType.FLOW, "sd3": comfy.model_base.ModelType.FLOW}[kind]
     if kind == "sd3":
         unet = unet | {"in_channels": 16, "out_channels": 16}
-    config = comfy.supported_models.SD15(dict(unet, dtype=torch.float32))
+    config = comfy.supported_models.SD15(dict(unet, dtype=dtype))
     if kind in ("flow", "sd3"):
         config.sampling_settings = {"shift": 3.0, "multiplier": 1000}
     if kind == "sd3":
         config.latent_format = comfy.latent_formats.SD3()
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype, None if dtype == torch.float32 else torch.float32)
     model = comfy.model_base.BaseModel(config, model_type=model_type, device=torch.device("cpu"))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
