@@ -14,7 +14,9 @@ from torch import nn
 
 from .corrector import SpectralCorrector, UNetCorrector
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+"""2: U-Net correctors predict the bias at its own scale (least squares); version 1 trained them in eq. 10's
+normalized space, which leaves the scale free, so version-1 U-Nets are refused. Spectral fits are the same in both."""
 REQUIRED = ("format_version", "kind", "latent_channels", "latent_format", "t_min", "t_max", "architecture",
             "steps", "final_loss", "images")
 
@@ -54,7 +56,10 @@ def load_corrector(path: str | os.PathLike) -> tuple[nn.Module, dict[str, str]]:
     if missing:
         raise CorrectorFileError(f"{name}: metadata lacks {', '.join(missing)}; make correctors with Train LMC "
                                  "Corrector or the pack's training command, which write it.")
-    if metadata["format_version"] != FORMAT_VERSION:
+    if metadata["format_version"] == "1" and metadata["kind"] == "unet":
+        raise CorrectorFileError(f"{name}: a version-1 U-Net corrector, trained in eq. 10's normalized space, does not "
+                                 "predict the bias at its own scale; train it again with Train LMC Corrector.")
+    if metadata["format_version"] not in ("1", FORMAT_VERSION):
         raise CorrectorFileError(f"{name}: format_version {metadata['format_version']} is not {FORMAT_VERSION}, "
                                  "the one this pack reads.")
     config = json.loads(metadata["architecture"])
