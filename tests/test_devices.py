@@ -4,16 +4,13 @@ ComfyUI hands the pack latents and predictions on the model's GPU, while generat
 on the CPU. The analytic prior stands in for the model with its predictions on cuda (see fake_cuda.py
 for what fake tensors check and what they stand in for).
 """
-from functools import partial
-
 import pytest
 import torch
 from torch import nn
 
 from analytic import GaussianDenoiser
 from fake_cuda import CUDA, fake_cuda, on_cuda
-from distill import (DDIMInversion, Run, ScoreDistillation, Settings, ddim_sample, fixed_noise, item_generators,
-                     lmc_direction, nfsd_direction, optimize)
+from distill import DDIMInversion, Run, Settings, ddim_sample, item_generators, optimize, recipes
 from distill.corrector import SpectralCorrector, UNetCorrector, collect_triplets, fit_spectral, train_unet
 from distill.image import PatchSchedule, latent_view
 from distill.optimize import OPTIMIZERS
@@ -38,23 +35,16 @@ def spectral_corrector() -> SpectralCorrector:
 
 CORRECTORS = {"spectral": spectral_corrector, "unet": lambda: UNetCorrector(SHAPE[0], filters=8)}
 
-
-def lmc(corrector, **kw):
-    return ScoreDistillation(direction=lambda ev: lmc_direction(ev, corrector), extra=("negative",), cfg=8.0,
-                             weighting="uniform", **kw)
-
-
 LOSSES = {
-    "sds": lambda: ScoreDistillation(cfg=7.5),
-    "nfsd": lambda: ScoreDistillation(direction=partial(nfsd_direction, threshold=0.2), cfg=7.5,
-                                      extra=("nfsd_negative",)),
-    "lmc_spectral": lambda: lmc(spectral_corrector()),
-    "lmc_unet": lambda: lmc(CORRECTORS["unet"]()),
-    "lmc_fixed_noise": lambda: lmc(spectral_corrector(), noise=fixed_noise, resample=("negative",)),
+    "sds": lambda: recipes.sds(),
+    "nfsd": lambda: recipes.nfsd(),
+    "lmc_spectral": lambda: recipes.lmc_sds(spectral_corrector()),
+    "lmc_unet": lambda: recipes.lmc_sds(CORRECTORS["unet"]()),
+    "lmc_fixed_noise": lambda: recipes.lmc_sds(spectral_corrector(), fixed_noise=True),
 }
 
 
-def gradient_on_cuda(loss: ScoreDistillation) -> torch.Tensor:
+def gradient_on_cuda(loss) -> torch.Tensor:
     with fake_cuda():
         x = torch.zeros(2, *SHAPE, device=CUDA)
         return loss.gradient(cuda_prior(), x, Run(item_generators(0, 2), steps=3))
@@ -69,7 +59,7 @@ def test_every_loss_direction_stays_on_the_model_device(name):
 @pytest.mark.parametrize("variant", ["renoise", "inverted"])
 def test_ddim_inversion_stays_on_the_model_device(variant, eta_placement):
     noise = DDIMInversion(steps=4, variant=variant, eta_placement=eta_placement)
-    assert on_cuda(gradient_on_cuda(ScoreDistillation(cfg=7.5, noise=noise)))
+    assert on_cuda(gradient_on_cuda(recipes.sdi(noise=noise)))
 
 
 def test_ddim_sampling_stays_on_the_model_device():
@@ -130,8 +120,7 @@ def optimizer_state(opt) -> list[torch.Tensor]:
 
 def test_one_optimization_step_keeps_the_latent_and_the_optimizer_state_on_the_model_device(optimizers):
     with fake_cuda():
-        x, history = optimize(torch.zeros(2, *SHAPE, device=CUDA), ScoreDistillation(cfg=7.5), cuda_prior(),
-                              Settings(steps=1))
+        x, history = optimize(torch.zeros(2, *SHAPE, device=CUDA), recipes.sds(), cuda_prior(), Settings(steps=1))
     state = optimizer_state(optimizers[0])
     assert on_cuda(x, *state) and len(state) == 2 and len(history.loss) == 1
 
@@ -141,6 +130,6 @@ def test_optimization_steps_through_the_pixel_view_stay_on_the_model_device(opti
     schedule = PatchSchedule(native=2 * SHAPE[1], whole_image_steps=1, patches=2)  # step 0 whole, step 1 patches
     with fake_cuda():
         pixels = torch.full((1, 3, 4 * SHAPE[1], 4 * SHAPE[1]), 0.5, device=CUDA)
-        x, _ = optimize(pixels, ScoreDistillation(cfg=7.5), cuda_prior(), Settings(steps=2, clamp=(0.0, 1.0)),
+        x, _ = optimize(pixels, recipes.sds(), cuda_prior(), Settings(steps=2, clamp=(0.0, 1.0)),
                         view=latent_view(schedule, encoder.to(CUDA)))
     assert on_cuda(x, *optimizer_state(optimizers[0]))
