@@ -154,8 +154,8 @@ WORKFLOWS = {
             "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "unconditional (empty prompt)"),
             "train": node("DistillTrainLMCCorrector", {
                 "kind": "spectral", "filename": CORRECTOR, "pairs_per_latent": 64, "steps": 3000, "seed": 0,
-                "folder": "", "image_size": 512}, {"model": ("ckpt", 0), "unconditional": ("neg", 0),
-                                                   "vae": ("ckpt", 2)}),
+                "folder": "", "image_size": 512, "overwrite": False},
+                {"model": ("ckpt", 0), "unconditional": ("neg", 0), "vae": ("ckpt", 2)}),
             "curve": node("PreviewImage", links={"images": ("train", 1)}, title="loss curve"),
         }),
 }
