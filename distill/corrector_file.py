@@ -145,7 +145,8 @@ def _sizes_of_tensors(name: str, kind: str, shapes: dict[str, tuple[int, ...]]) 
 
     if kind == "unet":
         levels = len({key.split(".")[1] for key in shapes if key.startswith("down.")})
-        return {"channels": shape("out.weight", 4)[0], "levels": levels, "filters": shape("down.0.convs.0.weight", 4)[0]}
+        filters = shape("down.0.convs.0.weight", 4)[0]
+        return {"channels": shape("out.weight", 4)[0], "levels": levels, "filters": filters}
     channels, bands, t_bins = shape("gains", 3)
     return {"channels": channels, "bands": bands, "t_bins": t_bins}
 
