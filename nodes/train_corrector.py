@@ -25,8 +25,6 @@ from .plot import curve_image
 from .types import CATEGORY, LMCCorrectorType
 
 T_RANGE = (0.02, 0.98)
-
-
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
