@@ -4,7 +4,7 @@ The one-step denoiser is biased even on the image manifold: its x0-prediction �
 blurred z. A corrector predicts that bias from the clean z and t, so that L_lmc = b̂(z, t) − ẑ_t
 cancels it (Alldieck et al., ECCV 2024). Two kinds share one interface, corrector(z, t) → b̂:
 - UNetCorrector, the paper's small U-Net (t as a 10-d frequency encoding on every pixel), trained
-  with L_k (eq. 10) and predicting a residual on top of the identity;
+  by least squares on the triplets and predicting a residual on top of the identity;
 - SpectralCorrector, per channel, radial frequency band and t bin a gain, fitted in closed form by
   least squares from the same triplets and applied with an FFT.
 """
@@ -18,7 +18,6 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from .denoiser import Denoiser, predict
-from .losses import normalize_to
 from .schedule import noised, per_item, sigma_at
 
 T_ENCODING = 10
@@ -32,8 +31,10 @@ def frequency_encoding(t: Tensor) -> Tensor:
 
 
 def corrector_loss(b: Tensor, z_hat: Tensor) -> Tensor:
-    """L_k (eq. 10): ‖ẑ_t − normalize(b̂ to ẑ_t's std, keeping its mean)‖², mean over elements."""
-    return (z_hat - normalize_to(b, z_hat)).pow(2).mean()
+    """‖ẑ_t − b̂‖², mean over elements: the paper's first loss (§4.1), minimised by the bias E_ε[ẑ_t] at its own
+    scale. Eq. 10 compares b̂ rescaled to each ẑ_t's std, which leaves b̂'s scale free; LMC-SDS uses b̂ as it
+    is (see losses.lmc_direction), so the corrector must predict the scale too."""
+    return (z_hat - b).pow(2).mean()
 
 
 class _Block(nn.Module):
@@ -60,9 +61,9 @@ class UNetCorrector(nn.Module):
 
     Beyond the paper, so that minutes of training suffice: the net sees each item's latent centred and
     at unit scale; its blocks are also scaled and shifted by t (FiLM); each channel's spatial mean
-    takes a separate gain that is a function of t alone. Eq. 10 keeps b̂'s own mean, so at high t a
-    mean that is off by a percent costs more than the whole shape; a conv net finds such a global
-    gain slowly, a linear map of the encoding finds it at once.
+    takes a separate gain that is a function of t alone: at high t a mean that is off by a percent
+    costs more than the whole shape, and a conv net finds such a global gain slowly, a linear map of
+    the encoding at once.
     """
 
     def __init__(self, channels: int, levels: int = 3, filters: int = 32):

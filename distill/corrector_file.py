@@ -1,9 +1,10 @@
 """Corrector files: safetensors with metadata, never a pickle.
 
 Metadata (all strings), each field checked before any tensor is read or any network is built:
-format_version "1"; kind unet | spectral; latent_channels; latent_format (the model family's latent
-space, e.g. SD15, SDXL, SD3, Flux); t_min < t_max, fractions of the schedule; architecture, a JSON
-object of the kind's sizes (see ARCHITECTURE); and the training summary: steps, final_loss, images.
+format_version "2" (or "1" for a spectral corrector); kind unet | spectral; latent_channels; latent_format
+(the model family's latent space, e.g. SD15, SDXL, SD3, Flux); t_min < t_max, fractions of the schedule;
+architecture, a JSON object of the kind's sizes (see ARCHITECTURE); and the training summary: steps,
+final_loss, images.
 The sizes must be those of the tensors, whose shapes must be exactly those of a network of these sizes.
 """
 import json
@@ -19,7 +20,9 @@ from torch import nn
 
 from .corrector import SpectralCorrector, UNetCorrector
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+"""2: U-Net correctors predict the bias at its own scale (least squares); version 1 trained them in eq. 10's
+normalized space, which leaves the scale free, so version-1 U-Nets are refused. Spectral fits are the same in both."""
 REQUIRED = ("format_version", "kind", "latent_channels", "latent_format", "t_min", "t_max", "architecture",
             "steps", "final_loss", "images")
 ARCHITECTURE = {"unet": {"channels": 256, "levels": 6, "filters": 1024},
@@ -110,12 +113,15 @@ def check_metadata(name: str, metadata: dict[str, str]) -> tuple[str, dict[str, 
     if missing:
         _fail(name, "metadata", f"lacks {', '.join(missing)}; make correctors with Train LMC Corrector or the "
                                 "pack's training command, which write it.")
-    if metadata["format_version"] != FORMAT_VERSION:
+    if metadata["format_version"] not in ("1", FORMAT_VERSION):
         _fail(name, "format_version", f"{metadata['format_version'][:40]!r} is not {FORMAT_VERSION}, the one this "
                                       "pack reads.")
     kind = metadata["kind"]
     if kind not in ARCHITECTURE:
         _fail(name, "kind", f"{kind[:40]!r} is not a corrector kind ({' or '.join(ARCHITECTURE)}).")
+    if metadata["format_version"] == "1" and kind == "unet":
+        _fail(name, "format_version", "1: a version-1 U-Net corrector, trained in eq. 10's normalized space, does "
+                                      "not predict the bias at its own scale; train it again with Train LMC Corrector.")
     channels = _integer(name, "latent_channels", metadata["latent_channels"], 1, ARCHITECTURE[kind]["channels"])
     if not LATENT_FORMAT.fullmatch(metadata["latent_format"]):
         _fail(name, "latent_format", f"{metadata['latent_format'][:40]!r} is not a latent format's name (SD15, "

@@ -3,6 +3,12 @@
 SDS is a high-variance DDIM: a DDIM step in x0-space is an SDS update whose noise κ solves the
 stationary equation κ = ε̂(a·x + b·κ, σ). SDS draws κ at random; SDI approximates it by inverting
 DDIM from the clean latent up to the step's noise level.
+
+Conventions of the reference code (threestudio's SDI guidance), kept so results match it: the grid is
+diffusers' "leading" spacing with offset 1 (table indices 0, 1, 1 + r, 1 + 2r, … with r = levels // steps,
+then the last point); the walk starts from the clean latent as the sample of the table's first level; the
+η noise of each step has the DDPM posterior variance between its two levels. States are in the model's
+own scale x_σ = a·x + b·ε; its DDPM-scale (variance-preserving) sample is x_σ / √(a² + b²).
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -12,10 +18,10 @@ from torch import Tensor
 
 from .denoiser import Denoiser, predict
 from .run import Run, gaussian_noise, uniform
-from .schedule import eps_from_x0, per_item, sigma_at
+from .schedule import alpha_bar, eps_from_x0, per_item, sigma_at
 
-VARIANTS = ("renoise", "inverted")
-ETA_PLACEMENTS = ("end", "every_step")
+VARIANTS = ("inverted", "renoise")
+ETA_PLACEMENTS = ("every_step", "end")
 
 
 def ddim_step(x0: Tensor, eps: Tensor, a_to: Tensor, b_to: Tensor) -> Tensor:
@@ -23,23 +29,32 @@ def ddim_step(x0: Tensor, eps: Tensor, a_to: Tensor, b_to: Tensor) -> Tensor:
     return a_to * x0 + b_to * eps
 
 
-def inversion_grid(t_end: float, steps: int) -> list[float]:
-    """Schedule fractions 0, 1/n, 2/n, … below t_end, then t_end: ≈ int(n·t_end) + 1 model calls."""
-    return [j / steps for j in range(steps) if j / steps < t_end] + [t_end]
+def posterior_std(a: Tensor, b: Tensor, a_to: Tensor, b_to: Tensor) -> Tensor:
+    """√β̃ of DDPM's posterior between two levels (DDPM eq. 7, ᾱ from (a, b)), in the scale of the upper level's state."""
+    abar, abar_to = alpha_bar(a, b), alpha_bar(a_to, b_to)
+    variance = (1 - abar) / (1 - abar_to) * (1 - abar_to / abar)
+    return (variance.clamp(min=0) * (a_to**2 + b_to**2)).sqrt()
 
 
-def ddim_invert(denoiser: Denoiser, x: Tensor, t_end: Tensor, steps: int, cfg: float, eta: float = 0.0,
+def inversion_grid(t: float, t_end: float, steps: int, levels: int = 1000) -> list[float]:
+    """Schedule fractions of the walk to t_end: 0, then the leading grid 1, 1 + r, … (table indices, r =
+    levels // steps) below t, then t_end — about int(steps·t) + 2 model calls."""
+    ratio, last = levels // steps, levels - 1
+    return [0.0] + [i / last for i in range(1, last, ratio) if i < round(t * last, 6)] + [t_end]
+
+
+def ddim_invert(denoiser: Denoiser, x: Tensor, grids: list[list[float]], cfg: float, eta: float = 0.0,
                 generators: list[torch.Generator] | None = None) -> Tensor:
-    """The latents x [B, ...] walked by DDIM from the schedule's start up to fractions t_end [B].
+    """The latents x [B, ...] walked by DDIM up each item's grid of schedule fractions, starting from x as
+    the DDPM-scale sample of the grid's first level.
 
-    Items with fewer grid points leave the batch when they arrive, so one call evaluates every item
-    still walking. eta > 0 adds, at every step, η times the noise a forward diffusion step between
-    the two levels would add (the reference code's placement).
+    Items with fewer grid points leave the batch when they arrive, so one call evaluates every item still
+    walking. eta > 0 adds, at every step, η times the DDPM posterior noise between the two levels (the
+    reference code's placement).
     """
-    grids = [inversion_grid(float(te), steps) for te in t_end]
     sigmas = denoiser.sigmas
-    a0, _ = denoiser.coefficients(sigma_at(sigmas, torch.zeros(len(x))).to(x))
-    state = per_item(a0, x) * x
+    a0, b0 = (per_item(c, x) for c in denoiser.coefficients(sigma_at(sigmas, torch.tensor([g[0] for g in grids])).to(x)))
+    state = x * (a0**2 + b0**2).sqrt()
     for k in range(max(len(g) for g in grids) - 1):
         active = [i for i, g in enumerate(grids) if k + 1 < len(g)]
         s_from = sigma_at(sigmas, torch.tensor([grids[i][k] for i in active])).to(x)
@@ -52,8 +67,7 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, t_end: Tensor, steps: int, cfg: f
         x0 = x0.clone().to(x)
         nxt = ddim_step(x0, eps_from_x0(xs, x0, a, b), a_to, b_to)
         if eta > 0:
-            added = (b_to**2 - (a_to / a * b) ** 2).clamp(min=0).sqrt()
-            nxt = nxt + eta * added * gaussian_noise(xs, [generators[i] for i in active])
+            nxt = nxt + eta * posterior_std(a, b, a_to, b_to) * gaussian_noise(xs, [generators[i] for i in active])
         state[active] = nxt
     return state
 
@@ -62,19 +76,21 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, t_end: Tensor, steps: int, cfg: f
 class DDIMInversion:
     """A noise source for ScoreDistillation: κ from DDIM inversion instead of a fresh Gaussian ε.
 
-    variant "renoise" (the paper, Alg. 2): invert up to t (+ τ), read off κ at that level, and noise
-    the clean latent with κ at level t. "inverted" (the reference code): feed the inverted latent
-    itself to the model, labelled t. eta adds η·ε_H once at the end (paper) or at every inversion step
-    (code). jitter moves the last inversion point to t + τ, τ ~ U[0, 1/steps). refresh_every = k
-    re-inverts every k optimization steps and reuses κ in between (1 = the paper).
+    Defaults are the reference code's, in the standard CFG form: its inversion guidance −7.5 computes
+    ε̂_c − 7.5·(ε̂_c − ε̂_u), the standard form at −6.5. variant "inverted" (the code): the model gets the
+    inverted latent of level t + τ, rescaled to the level t it is told (the code feeds the DDPM-scale latent
+    labelled t); "renoise" (the paper, Alg. 2): read κ off the inverted latent and noise the clean latent with
+    it at t. eta adds η·ε_H at every inversion step with DDPM's posterior variance (the code) or once to κ at
+    the end (the paper). jitter moves the last inversion point to t + τ, τ ~ U[0, 1/steps). refresh_every = k
+    re-inverts every k optimization steps and reuses κ in between (1 = the paper and the code).
     """
 
     steps: int = 10
-    cfg: float = -7.5
+    cfg: float = -6.5
     eta: float = 0.3
-    eta_placement: str = "end"
+    eta_placement: str = "every_step"
     jitter: bool = True
-    variant: str = "renoise"
+    variant: str = "inverted"
     refresh_every: int = 1
 
     def __post_init__(self):
@@ -99,34 +115,38 @@ class DDIMInversion:
         return kappa
 
     def infer(self, denoiser: Denoiser, x: Tensor, t: Tensor, run: Run) -> Tensor:
-        """κ = (x_inv − a·x)/b at the level that defines it (t + τ for renoise, t for inverted)."""
+        """κ with which a·x + b·κ at level t is the latent the model is given (see the variants)."""
         t_end = t
         if self.jitter:
-            tau = uniform(run.generators)
-            t_end = (t + tau / self.steps).clamp(max=1.0)
+            t_end = (t + uniform(run.generators) / self.steps).clamp(max=1.0)
+        grids = [inversion_grid(float(ti), float(te), self.steps, len(denoiser.sigmas)) for ti, te in zip(t, t_end)]
         eta = self.eta if self.eta_placement == "every_step" else 0.0
-        x_inv = ddim_invert(denoiser, x, t_end, self.steps, self.cfg, eta, run.generators)
-        level = t_end if self.variant == "renoise" else t
-        a, b = (per_item(c, x) for c in denoiser.coefficients(sigma_at(denoiser.sigmas, level).to(x)))
-        return (x_inv - a * x) / b
+        x_inv = ddim_invert(denoiser, x, grids, self.cfg, eta, run.generators)
+        a_end, b_end = (per_item(c, x) for c in denoiser.coefficients(sigma_at(denoiser.sigmas, t_end).to(x)))
+        if self.variant == "renoise":
+            return (x_inv - a_end * x) / b_end
+        a, b = (per_item(c, x) for c in denoiser.coefficients(sigma_at(denoiser.sigmas, t).to(x)))
+        fed = x_inv * ((a**2 + b**2) / (a_end**2 + b_end**2)).sqrt()
+        return (fed - a * x) / b
 
 
 def ddim_sample(denoiser: Denoiser, noise: Tensor, steps: int, cfg: float = 1.0,
                 progress: Callable[[int, int], None] | None = None) -> Tensor:
-    """Deterministic DDIM from pure noise at t = 1 down the grid 1, (n−1)/n, …, 0: ddim_invert's walk
-    reversed, ending as the clean latent (the state at the schedule's start divided by its a).
-    progress(done, steps) after each step."""
-    grid = inversion_grid(1.0, steps)[::-1]
-    sigmas, n = denoiser.sigmas, len(noise)
-    levels = [sigma_at(sigmas, torch.full((n,), t)).to(noise) for t in grid]
-    coefficients = [tuple(per_item(c, noise) for c in denoiser.coefficients(s)) for s in levels]
-    x = coefficients[0][1] * noise
-    for k in range(steps):
-        (a, b), (a_to, b_to) = coefficients[k], coefficients[k + 1]
+    """Deterministic DDIM from pure noise at t = 1 down the fractions (n−1)/n, …, 1/n and then to σ = 0, where
+    the state is the model's last x0-prediction — as KSampler ends. progress(done, steps) after each step."""
+    n = len(noise)
+    levels = [sigma_at(denoiser.sigmas, torch.full((n,), k / steps)).to(noise) for k in range(steps, 0, -1)]
+    x = per_item(denoiser.coefficients(levels[0])[1], noise) * noise
+    for k, sigma in enumerate(levels):
         with torch.inference_mode():
-            x0 = predict(denoiser, x, levels[k], cfg)["cfg"]
+            x0 = predict(denoiser, x, sigma, cfg)["cfg"]
         x0 = x0.clone().to(noise)
-        x = ddim_step(x0, eps_from_x0(x, x0, a, b), a_to, b_to)
+        if k + 1 < steps:
+            a, b = (per_item(c, x) for c in denoiser.coefficients(sigma))
+            a_to, b_to = (per_item(c, x) for c in denoiser.coefficients(levels[k + 1]))
+            x = ddim_step(x0, eps_from_x0(x, x0, a, b), a_to, b_to)
+        else:
+            x = x0
         if progress is not None:
             progress(k + 1, steps)
-    return x / coefficients[-1][0]
+    return x

@@ -14,8 +14,10 @@ WEIGHTINGS: dict[str, Callable[[Tensor], Tensor]] = {
     "sds": lambda abar: 1 - abar,
     "uniform": torch.ones_like,
     "fantasia3d": lambda abar: abar.sqrt() * (1 - abar),
+    "sdi": lambda abar: ((1 - abar) / abar).sqrt(),
 }
-"""w(t) as a function of ᾱ_t: DreamFusion's 1 − ᾱ, constant, and Fantasia3D's √ᾱ·(1 − ᾱ)."""
+"""w(t) as a function of ᾱ_t: DreamFusion's 1 − ᾱ, constant, Fantasia3D's √ᾱ·(1 − ᾱ), and SDI's σ_t =
+√((1 − ᾱ)/ᾱ), with which w·(ε̂ − κ) = x − x̂0: the DDIM step's own scale, as SDI's reference code updates."""
 
 
 class NoiseSource(Protocol):
@@ -53,22 +55,17 @@ def nfsd_direction(ev: Evaluation, threshold: float) -> Tensor:
     return ev.w * (ev.eps["cfg"] - above * ev.eps["nfsd_negative"])
 
 
-def normalize_to(b: Tensor, ref: Tensor) -> Tensor:
-    """LMC eq. 10's normalization: b rescaled per item to ref's standard deviation, keeping b's own mean."""
-    dims = tuple(range(1, b.ndim))
-    mean = b.mean(dims, keepdim=True)
-    return ref.std(dims, keepdim=True) / b.std(dims, keepdim=True).clamp_min(1e-12) * (b - mean) + mean
-
-
 def lmc_direction(ev: Evaluation, corrector: nn.Module) -> Tensor:
-    """LMC-SDS: (L_lmc + ω·L_cond)/ω = [b̂_norm(x, t) − ẑ_t + w(t)·(CFG_ω − ε̂_u)] / ω  (eq. 9 and §4).
+    """LMC-SDS: (L_lmc + ω·L_cond)/ω = [b̂(x, t) − ẑ_t + w(t)·(CFG_ω − ε̂_u)] / ω  (eq. 9 and §4).
 
-    ẑ_t is the unconditional x0-prediction (at a freshly noised latent when L_cond's ε is fixed);
-    b̂ is normalized to ẑ_t as in eq. 10; the lmc term has no weighting and no Jacobian.
+    ẑ_t is the unconditional x0-prediction (at a freshly noised latent when L_cond's ε is fixed); the lmc
+    term has no weighting and no Jacobian. b̂ is used as the corrector predicts it: it estimates the bias
+    E_ε[ẑ_t] itself, so L_lmc has zero mean on clean data. Eq. 10's rescaling of b̂ to each sample's σ(ẑ_t)
+    would add (E[σ(ẑ_t)]/σ(b̂) − 1)·(b̂ − μ(b̂)) to that mean and shrink the result's contrast.
     """
     z_hat = ev.x0.get("negative@fresh", ev.x0["negative"])
     with torch.no_grad():
-        b = normalize_to(corrector.to(ev.x.device)(ev.x, ev.t), z_hat)
+        b = corrector.to(ev.x.device)(ev.x, ev.t)
     return (b - z_hat + ev.w * (ev.eps["cfg"] - ev.eps["negative"])) / ev.cfg
 
 

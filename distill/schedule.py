@@ -26,16 +26,6 @@ def sigma_at(sigmas: Tensor, t: Tensor) -> Tensor:
     return ((1 - w) * log_sigmas[lo] + w * log_sigmas[hi]).exp()
 
 
-def fraction_of(sigmas: Tensor, sigma: Tensor) -> Tensor:
-    """The schedule fraction of σ: the inverse of ``sigma_at`` inside the table's range."""
-    log_sigmas = sigmas.log()
-    log_sigma = sigma.to(sigmas).log()
-    hi = torch.searchsorted(log_sigmas, log_sigma).clamp(1, len(sigmas) - 1)
-    lo = hi - 1
-    w = (log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
-    return ((lo + w) / (len(sigmas) - 1)).clamp(0, 1)
-
-
 def ve_coefficients(sigma: Tensor) -> tuple[Tensor, Tensor]:
     """(a, b) of x_σ = x + σ·ε: EPS, v-prediction and EDM models in ComfyUI's VE view."""
     return torch.ones_like(sigma), sigma

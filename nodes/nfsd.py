@@ -1,12 +1,13 @@
 """The "NFSD Guidance" node: noise-free score distillation (Katzir et al., ICLR 2024)."""
-from functools import partial
-
 from comfy_api.latest import io
 
-from ..distill import ScoreDistillation, nfsd_direction
+from ..distill import recipes
 from .checks import check_conditioning, check_widgets, widget_message
-from .sds import check_timesteps, resolve_weighting, timestep_inputs
+from .defaults import defaults
+from .sds import check_timesteps, timestep_inputs
 from .types import CATEGORY, DistillLoss, DistillLossType
+
+NFSD = defaults(recipes.nfsd)
 
 NFSD_NEGATIVE_PROMPT = ("unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, "
                         "low-resolution, gloomy")
@@ -29,14 +30,14 @@ class NFSDGuidance(io.ComfyNode):
                 io.Conditioning.Input("nfsd_negative",
                                       tooltip="The NFSD negative prompt, pushed away from at high noise. The "
                                               f"paper's: \"{NFSD_NEGATIVE_PROMPT}\"."),
-                io.Float.Input("cfg", default=7.5, min=1.0, max=100.0, step=0.1, round=0.01,
+                io.Float.Input("cfg", default=NFSD["cfg"], min=1.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Scale s of the condition direction ε̂_c − ε̂_u; NFSD needs only a nominal "
                                        "value (7.5)."),
-                io.Float.Input("threshold", default=0.2, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("threshold", default=NFSD["threshold"], min=0.0, max=1.0, step=0.01,
                                tooltip="Below this noise level (a fraction of the model's schedule: 0.2 = t < 200 "
                                        "of 1000) the domain direction is ε̂_u alone; at or above it, ε̂_u − ε̂_neg. "
                                        "A fraction, so it means the same on v-prediction and flow models."),
-                *timestep_inputs(),
+                *timestep_inputs(NFSD),
             ],
             outputs=[DistillLossType.Output(display_name="loss")],
         )
@@ -51,8 +52,7 @@ class NFSDGuidance(io.ComfyNode):
         check_widgets(cls, locals())
         check_conditioning("negative", negative, positive)
         check_conditioning("nfsd_negative", nfsd_negative, positive)
-        loss = ScoreDistillation(direction=partial(nfsd_direction, threshold=threshold), extra=("nfsd_negative",),
-                                 cfg=cfg, weighting=resolve_weighting(weighting), t_min=t_min, t_max=t_max, t_schedule=t_schedule,
-                                 grad_clip=grad_clip)
+        loss = recipes.nfsd(cfg=cfg, threshold=threshold, weighting=weighting, t_min=t_min, t_max=t_max,
+                            t_schedule=t_schedule, grad_clip=grad_clip)
         conds = {"positive": positive, "negative": negative, "nfsd_negative": nfsd_negative}
         return io.NodeOutput(DistillLoss(model, conds, loss))

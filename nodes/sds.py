@@ -1,42 +1,38 @@
-"""The "SDS Loss" node: DreamFusion score distillation with a loaded model; LMC-SDS with a corrector."""
-from functools import partial
-
+"""The "SDS Loss" node: DreamFusion score distillation with a loaded model; SDI with DDIM-Invert Noise, LMC-SDS
+with a corrector."""
 from comfy_api.latest import io
 
-from ..distill import T_SCHEDULES, WEIGHTINGS, ScoreDistillation, lmc_direction, sds_direction
-from ..distill import fixed_noise as fixed_noise_source
+from ..distill import T_SCHEDULES, WEIGHTINGS, recipes
 from .checks import check_conditioning, check_widgets, widget_message
 from .correctors import check_corrector_fits
+from .defaults import defaults
 from .types import CATEGORY, DistillLoss, DistillLossType, DistillNoiseType, LMCCorrectorType
 
+SDS = defaults(recipes.sds)
 
-def timestep_inputs() -> list:
-    """t range, schedule and weighting inputs, shared by every score-distillation loss node."""
+
+def timestep_inputs(recipe: dict) -> list:
+    """t range, schedule, weighting and clip inputs with a recipe's defaults, shared by the loss nodes."""
     return [
-        io.Combo.Input("weighting", options=["auto", *WEIGHTINGS], default="auto",
-                       tooltip="w(t): 'sds' = 1 − ᾱ_t (DreamFusion), 'uniform' = 1, "
-                               "'fantasia3d' = √ᾱ_t·(1 − ᾱ_t). 'auto' = 'sds', except 'uniform' for LMC-SDS "
-                               "(a corrector connected), as its paper."),
-        io.Float.Input("t_min", default=0.02, min=0.0, max=1.0, step=0.01,
+        io.Combo.Input("weighting", options=["auto", *WEIGHTINGS], default=recipe["weighting"],
+                       tooltip="w(t): 'sds' = 1 − ᾱ_t (DreamFusion), 'uniform' = 1, 'fantasia3d' = √ᾱ_t·(1 − ᾱ_t), "
+                               "'sdi' = σ_t = √((1 − ᾱ_t)/ᾱ_t) (the DDIM step's own scale, SDI's code). 'auto' = "
+                               "'sds', except 'sdi' with DDIM-Invert Noise and 'uniform' for LMC-SDS (a corrector "
+                               "connected), as their papers and codes."),
+        io.Float.Input("t_min", default=recipe["t_min"], min=0.0, max=1.0, step=0.01,
                        tooltip="Smallest noise level, as a fraction of the model's noise schedule "
                                "(0 = least noise, 1 = most; 0.02 ≈ timestep 20 of 1000). Works the same "
                                "for EPS, v-prediction and flow models."),
-        io.Float.Input("t_max", default=0.98, min=0.0, max=1.0, step=0.01,
+        io.Float.Input("t_max", default=recipe["t_max"], min=0.0, max=1.0, step=0.01,
                        tooltip="Largest noise level, as a fraction of the model's noise schedule; must be "
                                "above t_min."),
-        io.Combo.Input("t_schedule", options=list(T_SCHEDULES), default="uniform",
+        io.Combo.Input("t_schedule", options=list(T_SCHEDULES), default=recipe["t_schedule"],
                        tooltip="'uniform': t drawn in [t_min, t_max] every step (DreamFusion); "
                                "'linear_anneal': t falls linearly from t_max to t_min over the run (SDI); "
                                "'sqrt_anneal': falls with √progress, fast at first (HiFA)."),
-        io.Float.Input("grad_clip", default=0.0, min=0.0, max=100.0, step=0.01,
+        io.Float.Input("grad_clip", default=recipe["grad_clip"], min=0.0, max=100.0, step=0.01,
                        tooltip="Clip every gradient element to ±this value; 0 turns clipping off."),
     ]
-
-
-def resolve_weighting(weighting: str, lmc: bool = False) -> str:
-    if weighting != "auto":
-        return weighting
-    return "uniform" if lmc else "sds"
 
 
 def check_timesteps(t_min: float | None, t_max: float | None) -> bool | str:
@@ -61,10 +57,12 @@ class SDSLoss(io.ComfyNode):
                                                           "ControlNets applied to it take effect."),
                 io.Conditioning.Input("negative", tooltip="The unconditional branch of CFG: usually an empty "
                                                           "prompt, or a negative prompt."),
-                io.Float.Input("cfg", default=100.0, min=1.0, max=200.0, step=0.5, round=0.01,
+                io.Float.Input("cfg", default=SDS["cfg"], min=1.0, max=200.0, step=0.5, round=0.01,
                                tooltip="Guidance scale in the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). SDS needs "
-                                       "it high: DreamFusion uses 100. At 1 the negative branch is skipped."),
-                *timestep_inputs(),
+                                       "it high: DreamFusion's 100 (its code computes ε̂_c + ω·(ε̂_c − ε̂_u), so "
+                                       "threestudio's 100 is 101 here). SDI: 8.5 (its 7.5); LMC-SDS: 8 synthesis, "
+                                       "15 editing. At 1 the negative branch is skipped."),
+                *timestep_inputs(SDS),
                 DistillNoiseType.Input("noise", optional=True,
                                        tooltip="Where each step's noise comes from; leave empty for fresh random "
                                                "noise (DreamFusion), or connect DDIM-Invert Noise for SDI."),
@@ -89,15 +87,9 @@ class SDSLoss(io.ComfyNode):
                 noise=None, corrector=None, fixed_noise=False) -> io.NodeOutput:
         check_widgets(cls, locals())
         check_conditioning("negative", negative, positive)
-        if fixed_noise and noise is not None:
-            raise ValueError("fixed_noise: it fixes the noise itself, so it cannot be combined with a noise input; "
-                             "turn it off or disconnect noise.")
-        lmc = corrector is not None
-        if lmc:
+        if corrector is not None:
             check_corrector_fits(corrector, model)
-        loss = ScoreDistillation(
-            direction=partial(lmc_direction, corrector=corrector.module) if lmc else sds_direction,
-            extra=("negative",) if lmc else (), resample=("negative",) if lmc and fixed_noise else (),
-            noise=fixed_noise_source if fixed_noise else noise, cfg=cfg, weighting=resolve_weighting(weighting, lmc),
-            t_min=t_min, t_max=t_max, t_schedule=t_schedule, grad_clip=grad_clip)
+        loss = recipes.sds(cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max, t_schedule=t_schedule,
+                           grad_clip=grad_clip, noise=noise, corrector=None if corrector is None else corrector.module,
+                           fixed_noise=fixed_noise)
         return io.NodeOutput(DistillLoss(model, {"positive": positive, "negative": negative}, loss))

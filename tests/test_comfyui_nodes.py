@@ -251,7 +251,7 @@ def test_sdi_model_calls_per_step_are_its_inversion_grid_plus_one(kind):
     expected = []
     for step in range(steps):
         t = pack("distill.timesteps").sample_fractions("linear_anneal", 0.2, 0.98, step / (steps - 1), gens)
-        expected += [2 * SHAPE[0]] * (len(inversion.inversion_grid(float(t[0]), 10)) - 1) + [2 * SHAPE[0]]
+        expected += [2 * SHAPE[0]] * (len(inversion.inversion_grid(float(t[0]), float(t[0]), 10)) - 1) + [2 * SHAPE[0]]
     assert batches == expected
     assert torch.isfinite(out["samples"]).all()
 
@@ -331,3 +331,25 @@ def test_timestep_ranged_conditioning_gives_the_whole_batch_one_t():
     expected = direct_gradient(model, ranged, limited.conds["negative"], 7.5, shared["x"],
                                torch.full((4,), replayed, dtype=torch.float64), shared["eps"])
     assert (shared["g"] - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ddim_sample_is_comfyuis_euler_sampler_ending_at_sigma_zero(kind):
+    # DDIM in the model's own (a, b) view is k-diffusion's Euler step x + (σ′ − σ)·(x − x̂0)/σ for VE and flow
+    # models alike; ComfyUI's sampler, on the pack's levels and ending at σ = 0, is the independent reference.
+    import comfy.k_diffusion.sampling
+
+    distill = pack("distill")
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(4))
+    steps = 6
+
+    def both(d):
+        levels = distill.schedule.sigma_at(d.sigmas, torch.arange(steps, 0, -1) / steps)
+        start = d.coefficients(levels[:1])[1] * noise
+        sigmas = torch.cat([levels, torch.zeros(1)])
+        reference = comfy.k_diffusion.sampling.sample_euler(d.guider, start, sigmas, {"model_options": d.model_options,
+                                                                                      "seed": 0}, disable=True)
+        return distill.ddim_sample(d, noise, steps), reference
+
+    ours, reference = evaluate_in_comfyui(tiny_model(kind), {"positive": conditioning(1)}, both)
+    assert torch.allclose(ours, reference, atol=1e-4 * reference.abs().max())

@@ -73,7 +73,8 @@ def test_both_kinds_round_trip_exactly(tmp_path):
     ("steps", "-1", r"steps: '-1' is not a whole number"),
     ("images", "1e9", r"images: '1e9' is not a whole number"),
     ("final_loss", "low", r"final_loss: 'low' is not a number"),
-    ("format_version", "2", r"format_version: '2' is not 1"),
+    ("format_version", "3", r"format_version: '3' is not 2"),
+    ("format_version", "1", r"format_version: 1: a version-1 U-Net corrector, trained in eq. 10's normalized space"),
     ("steps", None, r"metadata: lacks steps"),
 ])
 def test_each_bad_metadata_field_is_one_error_naming_file_and_field(tmp_path, built_networks, field, value, message):
@@ -89,7 +90,7 @@ def test_a_tiny_file_claiming_a_huge_network_builds_nothing(tmp_path, built_netw
     arch = {"channels": 4, "levels": 6, "filters": 1024}
     path = tmp_path / "huge.safetensors"
     save_file({"out.weight": torch.zeros(4, 1, 1, 1)}, str(path), metadata={
-        "format_version": "1", "kind": "unet", "latent_channels": "4", "latent_format": "SD15", "t_min": "0.02",
+        "format_version": "2", "kind": "unet", "latent_channels": "4", "latent_format": "SD15", "t_min": "0.02",
         "t_max": "0.98", "architecture": json.dumps(arch), "steps": "0", "final_loss": "0.0", "images": "0"})
     assert path.stat().st_size < 1024
     with pytest.raises(CorrectorFileError, match=r"^huge\.safetensors: tensors: a unet corrector has a 4-D tensor "

@@ -25,6 +25,16 @@ def ode_solution(den, x, t0, t1):
     return a1 * fourier_filter(x, gain)
 
 
+def start_coefficients(den):
+    return den.coefficients(sigma_at(den.sigmas, torch.tensor([0.0])))
+
+
+def start_state(den, x):
+    """The walk starts from x as the DDPM-scale sample of the table's first level: state x·√(a0² + b0²)."""
+    a0, b0 = start_coefficients(den)
+    return x * (a0**2 + b0**2).sqrt()
+
+
 def relative_error(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -33,8 +43,8 @@ def relative_error(a, b):
 def test_ddim_inversion_converges_to_the_probability_flow_ode(flow):
     den = zero_mean_prior(flow)
     x = den.sample(2, generator=torch.Generator().manual_seed(0))
-    exact = ode_solution(den, x, 0.0, 0.5)
-    errors = [relative_error(ddim_invert(den, x, torch.tensor([0.5, 0.5]), n, cfg=1.0), exact) for n in (10, 50, 200)]
+    exact = ode_solution(den, start_state(den, x) / start_coefficients(den)[0], 0.0, 0.5)
+    errors = [relative_error(ddim_invert(den, x, [inversion_grid(0.5, 0.5, n)] * 2, cfg=1.0), exact) for n in (10, 50, 200)]
     print(f"inversion to t=0.5 ({'flow' if flow else 'eps'}): relative error at 10/50/200 steps {errors}")
     # DDIM is Euler in σ-space, first order; near σ_min the high bands (λ ≪ σ²) make the ODE stiff on
     # SD1.x's schedule, so 20x the steps cut the error by less than 20x, but by well over 5x.
@@ -58,9 +68,9 @@ def test_inversion_then_ddim_sampling_returns_the_latent():
     x = den.sample(2, generator=torch.Generator().manual_seed(1))
     errors = []
     for n in (10, 50, 200):
-        x_t = ddim_invert(den, x, torch.tensor([0.6, 0.6]), n, cfg=1.0)
-        back = ddim_sample(den, x_t, inversion_grid(0.6, n)[::-1])
-        errors.append(relative_error(back, x))
+        grid = inversion_grid(0.6, 0.6, n)
+        back = ddim_sample(den, ddim_invert(den, x, [grid] * 2, cfg=1.0), grid[::-1])
+        errors.append(relative_error(back, start_state(den, x)))
     print(f"invert to t=0.6 and sample back: relative error at 10/50/200 steps {errors}")
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < errors[0] / 5
@@ -84,9 +94,9 @@ def test_sdi_update_with_the_stationary_noise_is_a_ddim_step_in_x0_space():
     moved = state + (sigma_next - sigma) * eps_state
     ddim_x0 = den.x0(moved, sigma_next, "positive")
 
-    loss = ScoreDistillation(cfg=1.0, weighting="uniform", t_min=0.1, t_max=t_next, t_schedule="linear_anneal",
+    loss = ScoreDistillation(cfg=1.0, weighting="sdi", t_min=0.1, t_max=t_next, t_schedule="linear_anneal",
                              noise=lambda denoiser, x, t, cfg, run: kappa)
-    sdi_x0 = x - sigma_next * loss.gradient(den, x, Run(item_generators(0, 1)))
+    sdi_x0 = x - loss.gradient(den, x, Run(item_generators(0, 1)))  # weighting "sdi": g = σ′·(ε̂ − κ)
     assert torch.allclose(sdi_x0, ddim_x0, rtol=1e-5, atol=1e-5 * ddim_x0.abs().max())
 
 
@@ -96,16 +106,16 @@ def test_model_calls_per_step_are_the_grid_below_t_plus_one():
     inversion = DDIMInversion(steps=10, jitter=False)
     loss = ScoreDistillation(cfg=7.5, t_min=0.2, t_max=0.55, t_schedule="linear_anneal", noise=inversion)
     loss.gradient(den, x, Run(item_generators(0, 2)))
-    assert len(inversion_grid(0.55, 10)) - 1 == 6 == int(10 * 0.55) + 1
-    assert len(den.calls) == 6 + 1
+    assert inversion_grid(0.55, 0.55, 10) == [0.0, 1 / 999, 101 / 999, 201 / 999, 301 / 999, 401 / 999, 501 / 999, 0.55]
+    assert len(den.calls) == 7 + 1 == int(10 * 0.55) + 2 + 1
     assert all(names == ("positive", "negative") for _, names in den.calls)  # inversion cfg −7.5 needs both
 
 
 def test_items_leave_the_inversion_batch_when_they_arrive():
     den = zero_mean_prior()
     x = torch.zeros(3, *SHAPE)
-    ddim_invert(den, x, torch.tensor([0.15, 0.35, 0.35]), 10, cfg=1.0)
-    assert [b for b, _ in den.calls] == [3, 3, 2, 2]
+    ddim_invert(den, x, [inversion_grid(t, t, 10) for t in (0.15, 0.35, 0.35)], cfg=1.0)
+    assert [b for b, _ in den.calls] == [3, 3, 3, 2, 2]
 
 
 def test_refresh_every_reuses_kappa_between_inversions():

@@ -89,15 +89,16 @@ WORKFLOWS = {
                           "nfsd_negative": ("nfsdneg", 0)}),
         } | EMPTY | output_nodes(500, 0.1)),
     "sdi_text_to_image": (
-        "SDI text-to-image (score distillation via DDIM inversion). DDIM-Invert Noise replaces SDS's random "
-        "noise by noise inferred by inverting DDIM (10 steps, cfg -7.5) from the current latent; SDS Loss "
-        "then runs at cfg 7.5 with t annealed linearly from 0.98 to 0.2, as in the paper. Each step costs "
-        "about 10·t + 2 model calls; refresh_every > 1 reuses the inferred noise to go faster.",
+        "SDI text-to-image (score distillation via DDIM inversion), set up as SDI's reference code. DDIM-Invert "
+        "Noise replaces SDS's random noise by noise inferred by inverting DDIM (10 steps, cfg -6.5 = the paper's "
+        "-7.5) from the current latent; SDS Loss then runs at cfg 8.5 (the paper's 7.5; both in the standard "
+        "form here) with t annealed linearly from 0.98 to 0.2 and weighting auto (= sdi, the DDIM step's own "
+        "scale). Each step costs about 10·t + 3 model calls; refresh_every > 1 reuses the inferred noise.",
         prompt_nodes() | {
-            "noise": node("DistillDDIMInvertNoise", {"inversion_steps": 10, "inversion_cfg": -7.5, "eta": 0.3,
-                                                     "eta_placement": "end", "tau_jitter": True,
-                                                     "variant": "renoise", "refresh_every": 1}),
-            "loss": node("DistillSDSLoss", {"cfg": 7.5} | TIMESTEPS | {"t_min": 0.2, "t_schedule": "linear_anneal",
+            "noise": node("DistillDDIMInvertNoise", {"inversion_steps": 10, "inversion_cfg": -6.5, "eta": 0.3,
+                                                     "eta_placement": "every_step", "tau_jitter": True,
+                                                     "variant": "inverted", "refresh_every": 1}),
+            "loss": node("DistillSDSLoss", {"cfg": 8.5} | TIMESTEPS | {"t_min": 0.2, "t_schedule": "linear_anneal",
                                                                    "fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "noise": ("noise", 0)}),
