@@ -199,6 +199,28 @@ def new_unet(channels: int, seed: int) -> UNetCorrector:
         return UNetCorrector(channels)
 
 
+def fit_residual(corrector: Callable[[Tensor, Tensor], Tensor], data: Triplets, bands: int = 16, t_bins: int = 12,
+                 t_range: tuple[float, float] = (0.02, 0.98), batch: int = 64) -> Tensor:
+    """[bands, t_bins] relative residual Σ|F(b̂(z, t) − ẑ_t)|² / Σ|F(ẑ_t)|² per radial band and t bin over
+    the triplets: 0 where the corrector predicts ẑ_t, 1 where it does no better than 0; NaN in an empty bin.
+    Computed where the corrector's weights are; returned on the CPU in float64."""
+    weights = [*corrector.parameters(), *corrector.buffers()] if isinstance(corrector, nn.Module) else []
+    device = weights[0].device if weights else data.z.device
+    edges = torch.linspace(*t_range, t_bins + 1, dtype=torch.float64)
+    t_bin = (torch.bucketize(data.t.double().cpu(), edges) - 1).clamp(0, t_bins - 1)
+    band = F.one_hot(radial_bands(*data.z.shape[-2:], bands).flatten(), bands).double().to(device)  # [h·w, bands]
+    residual = torch.zeros(bands, t_bins, dtype=torch.float64)
+    power = torch.zeros_like(residual)
+    for i in range(0, len(data.z), batch):
+        z, z_hat, t = (x[i:i + batch].to(device) for x in (data.z, data.z_hat, data.t))
+        with torch.inference_mode():
+            b = corrector(z, t).double()
+        for total, x in ((residual, b - z_hat.double()), (power, z_hat.double())):
+            per_band = torch.fft.fft2(x, norm="ortho").abs().pow(2).sum(1).flatten(1) @ band  # [B, bands]
+            total.index_add_(1, t_bin[i:i + batch], per_band.T.cpu())
+    return torch.where(power > 0, residual / power.clamp_min(1e-300), torch.full_like(power, float("nan")))
+
+
 def train_unet(net: UNetCorrector, data: Triplets, steps: int, lr: float = 1e-3, batch: int = 64,
                seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Adam on L_k over random minibatches of the triplets; trains net in place, on the triplets' device

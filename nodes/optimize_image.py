@@ -10,6 +10,7 @@ from comfy_api.latest import io
 from ..distill import Settings, optimize
 from ..distill.image import PatchSchedule, latent_view
 from ..distill.optimize import check_finite
+from .checks import check_image, check_widgets
 from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
@@ -69,10 +70,11 @@ class OptimizeImage(io.ComfyNode):
     @classmethod
     def execute(cls, vae, loss: DistillLoss, start, width, height, steps, learning_rate, lr_end, seed, l2_to_init,
                 whole_image_steps, patches, native_size, image=None) -> io.NodeOutput:
+        check_widgets(cls, locals())
         if start == "image":
             if image is None:
                 raise ValueError("image: start is 'image' but no image is connected; connect one or choose 'grey'.")
-            pixels = image[..., :3].movedim(-1, 1)
+            pixels = check_image(image)[..., :3].movedim(-1, 1)
         else:
             pixels = torch.full((1, 3, height, width), 0.5)
         check_finite("image", pixels)

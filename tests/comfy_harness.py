@@ -1,7 +1,7 @@
 """A real ComfyUI in this process, the pack loaded from custom_nodes, and tiny random models.
 
 ComfyUI is found through COMFYUI_PATH, else the pack's grandparent folder when the pack sits in
-ComfyUI/custom_nodes/, else ~/comfy/ComfyUI (comfy-cli's default).
+ComfyUI/custom_nodes/, else ../shared/ComfyUI beside the repository, else ~/comfy/ComfyUI (comfy-cli's default).
 """
 import asyncio
 import contextlib
@@ -16,12 +16,13 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "score_distillation"
 
 
-def find_comfyui() -> Path | None:
+def find_comfyui(pack_root: Path = PACK_ROOT) -> Path | None:
     candidates = []
     if os.environ.get("COMFYUI_PATH"):
         candidates.append(Path(os.environ["COMFYUI_PATH"]))
-    if PACK_ROOT.parent.name == "custom_nodes":
-        candidates.append(PACK_ROOT.parent.parent)
+    if pack_root.parent.name == "custom_nodes":
+        candidates.append(pack_root.parent.parent)
+    candidates.append(pack_root.parent / "shared" / "ComfyUI")
     candidates.append(Path.home() / "comfy" / "ComfyUI")
     for c in candidates:
         if (c / "main.py").is_file() and (c / "comfy" / "samplers.py").is_file():
@@ -32,8 +33,10 @@ def find_comfyui() -> Path | None:
 COMFYUI = find_comfyui()
 SKIP_REASON = (
     "NO COMFYUI FOUND: set COMFYUI_PATH, install the pack in ComfyUI/custom_nodes, or put ComfyUI at "
-    "~/comfy/ComfyUI — the ComfyUI integration tests did not run"
+    "../shared/ComfyUI or ~/comfy/ComfyUI — the ComfyUI integration tests did not run"
 )
+IN_CI = bool(os.environ.get("CI"))
+"""Under CI a missing ComfyUI fails the ComfyUI tests instead of skipping them."""
 
 
 def custom_nodes_dir() -> Path:
@@ -118,9 +121,10 @@ def run_node(node_id: str, **inputs):
 
 class Server:
     """`python main.py --cpu` on a free loopback port, stopped on exit. Its base directory is `tmp`
-    (models/, input/, output/, temp/, custom_nodes/ with the pack and the test nodes)."""
+    (models/, input/, output/, temp/, custom_nodes/ with the pack and the test nodes); `env` adds to its
+    environment."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None):
         import socket
         import subprocess
 
@@ -143,7 +147,7 @@ class Server:
              "--base-directory", str(tmp), "--database-url", "sqlite:///:memory:",
              "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME, "distill_test_nodes",
              "--preview-method", "latent2rgb"],
-            cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ | (env or {}),
         )
         self._wait_ready()
 
