@@ -4,7 +4,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..distill import LR_SCHEDULES, OPTIMIZERS, Settings, optimize
-from .checks import check_latent_fits
+from .checks import check_latent, check_widgets
 from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
@@ -45,8 +45,8 @@ class OptimizeLatent(io.ComfyNode):
     @classmethod
     def execute(cls, latent, loss: DistillLoss, steps, learning_rate, optimizer, lr_schedule, seed,
                 l2_to_init) -> io.NodeOutput:
-        samples = latent["samples"]
-        check_latent_fits(loss.model, samples)
+        check_widgets(cls, locals())
+        samples = check_latent(loss.model, latent)
         settings = Settings(steps=steps, lr=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
                             l2_to_init=l2_to_init, seed=seed)
         preview = latent_preview.prepare_callback(loss.model, steps)

@@ -151,8 +151,8 @@ WORKFLOWS = {
             "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "unconditional (empty prompt)"),
             "train": node("DistillTrainLMCCorrector", {
                 "kind": "spectral", "filename": CORRECTOR, "pairs_per_latent": 64, "steps": 3000, "seed": 0,
-                "folder": "", "image_size": 512}, {"model": ("ckpt", 0), "unconditional": ("neg", 0),
-                                                   "vae": ("ckpt", 2)}),
+                "folder": "", "image_size": 512, "overwrite": False},
+                {"model": ("ckpt", 0), "unconditional": ("neg", 0), "vae": ("ckpt", 2)}),
             "fit": node("SaveImage", {"filename_prefix": "score_distillation/train_corrector_fit"},
                         {"images": ("train", 1)}, "corrector fit"),
         }),
