@@ -2,14 +2,18 @@
 
 Rows: SDS step / bare cond+uncond forward (time and peak memory); NFSD step / bare 3-branch forward
 and NFSD / SDS; SDI (DDIM-Invert Noise, t annealed 0.98 → 0.2) / SDS at refresh_every 1 and 10;
-LMC-SDS / SDS with a U-Net and with a spectral corrector (random weights: the cost is the same). The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on the first three
-levels, context 768) but narrow enough for a CPU. Both are timed side by side in this one run; peak
+LMC-SDS / SDS with a U-Net and with a spectral corrector (random weights: the cost is the same); and the pack's SDS
+step through ComfyUI / a threestudio-style SDS step written directly on diffusers with the same weights (the
+acceptance bound is 1.05). The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on
+the first three levels, context 768) but narrow enough for a CPU; ComfyUI is told to use PyTorch's attention (its
+default on CUDA) so that both sides run the same attention kernel. Both are timed side by side in this one run; peak
 memory is measured in a fresh child process per phase. Needs ComfyUI, found as the tests find it.
 
-    python benchmarks/step_cost.py [--channels 64] [--latent 32] [--steps 20] [--device cpu|cuda]
+    python benchmarks/step_cost.py [--channels 64] [--latent 32] [--steps 10] [--pairs 8] [--device cpu|cuda]
 """
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -21,6 +25,8 @@ import torch
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
 import comfy_harness as harness  # noqa: E402
+from diffusers import DDIMScheduler  # noqa: E402
+from reference_diffusers import SD_SCHEDULER, diffusers_unet  # noqa: E402
 
 
 def unet_config(channels: int) -> dict:
@@ -32,6 +38,10 @@ def unet_config(channels: int) -> dict:
 
 
 def setup(args):
+    sys.path.insert(0, str(harness.COMFYUI))
+    import comfy.cli_args
+
+    comfy.cli_args.args.use_pytorch_cross_attention = True
     harness.load_comfyui(cpu=args.device == "cpu")
     import comfy.model_management
 
@@ -86,6 +96,38 @@ def lmc_loss(model, pos, neg, kind):
                             **COMMON).args[0]
 
 
+def diffusers_sds_run(unet, conds, latent, steps: int, guidance_scale: float = 99.0) -> list[float]:
+    """threestudio's SDS loop written directly on diffusers: per step t ~ U{20, …, 980}, ε ~ N(0, I),
+    x_t = add_noise, one UNet forward on [cond, uncond], ε̂_c + s·(ε̂_c − ε̂_u) (s = 99 is cfg 100 here),
+    g = (1 − ᾱ_t)·(ε̂ − ε), the target loss, AdamW (lr 0.1 cosine, betas 0.9/0.99, eps 1e-15). Returns the wall
+    time of every step after the first."""
+    device = next(unet.parameters()).device
+    scheduler = DDIMScheduler(**SD_SCHEDULER)
+    alphas = scheduler.alphas_cumprod.to(device)
+    context = torch.cat([c[0][0] for c in conds]).to(device)
+    x = latent.clone().to(device).requires_grad_(True)
+    opt = torch.optim.AdamW([x], lr=0.1, betas=(0.9, 0.99), eps=1e-15)
+    stamps = []
+    for step in range(steps):
+        opt.param_groups[0]["lr"] = 0.05 * (1 + math.cos(math.pi * step / max(steps - 1, 1)))
+        t = torch.randint(20, 981, (len(x),), device=device)
+        with torch.no_grad():
+            eps = torch.randn_like(x)
+            x_t = scheduler.add_noise(x.detach(), eps, t)
+            out = unet(torch.cat([x_t] * 2), torch.cat([t] * 2),
+                       encoder_hidden_states=context.repeat_interleave(len(x), 0)).sample
+            cond, uncond = out.chunk(2)
+            g = (1 - alphas[t]).view(-1, 1, 1, 1) * (cond + guidance_scale * (cond - uncond) - eps)
+        loss = 0.5 * (x - (x - g).detach()).pow(2).sum() / len(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
 def step_times(node_id: str, **inputs) -> list[float]:
     """Run a node that reports progress every step; returns the wall time of every step after the first."""
     import comfy.utils
@@ -137,6 +179,7 @@ def main():
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=8, help="alternating pack / diffusers SDS runs to compare")
     p.add_argument("--device", default="cpu")
     p.add_argument("--memory-of", choices=["forward", "sds"], help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -150,6 +193,7 @@ def main():
               "sdi refresh 1": sdi_loss(model, pos, neg, 1), "sdi refresh 10": sdi_loss(model, pos, neg, 10),
               "lmc unet": lmc_loss(model, pos, neg, "unet"), "lmc spectral": lmc_loss(model, pos, neg, "spectral")}
     bare = {"2-branch": [pos, neg], "3-branch": [pos, neg, nfsd_neg]}
+    unet = diffusers_unet(model).to(model.load_device)
     for _ in range(3):
         bare_forward(model, bare["3-branch"], latent)
     times = {k: [] for k in [*bare, *losses]}
@@ -161,6 +205,13 @@ def main():
                 times[name].append(time.perf_counter() - t0)
         for name, loss in losses.items():
             times[name] += optimize_run(loss, latent, args.steps + 1)
+    side_by_side = {"pack": [], "diffusers": []}
+    for i in range(args.pairs):  # pack SDS vs diffusers SDS in alternating order; a ratio per pair, so drift cancels
+        for side in ("pack", "diffusers") if i % 2 == 0 else ("diffusers", "pack"):
+            run = (optimize_run(losses["sds"], latent, args.steps + 1) if side == "pack"
+                   else diffusers_sds_run(unet, [pos, neg], latent, args.steps + 1))
+            side_by_side[side].append(statistics.mean(run))
+    pairs = [p / d for p, d in zip(side_by_side["pack"], side_by_side["diffusers"])]
     # bare forwards: median; loss steps: mean, since an SDI step's cost follows its annealed t
     t = {k: (statistics.median if k in bare else statistics.mean)(v) for k, v in times.items()}
     mem_f, mem_s = peak_memory(args, "forward"), peak_memory(args, "sds")
@@ -174,6 +225,10 @@ def main():
         print(f"time   SDI step (refresh_every {k}) / SDS step: {t[f'sdi refresh {k}'] / t['sds']:.3f}")
     for kind in ("unet", "spectral"):
         print(f"time   LMC-SDS step ({kind} corrector) / SDS step: {t[f'lmc {kind}'] / t['sds']:.3f}")
+    ms = {side: statistics.median(v) * 1e3 for side, v in side_by_side.items()}
+    print(f"time   SDS step via ComfyUI / threestudio-style SDS step on diffusers, same weights: median "
+          f"{statistics.median(pairs):.3f} of {len(pairs)} pairs (range {min(pairs):.3f}–{max(pairs):.3f}; "
+          f"ms {ms['pack']:.1f} / {ms['diffusers']:.1f})")
     print(f"memory peak bare 2-branch forward {mem_f:.1f} MiB, SDS run {mem_s:.1f} MiB: ratio {mem_s / max(mem_f, 1e-9):.3f}")
 
 if __name__ == "__main__":

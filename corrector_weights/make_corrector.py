@@ -1,7 +1,7 @@
 """Make an LMC corrector for a checkpoint from the command line, with the pack's own training function.
 
     python corrector_weights/make_corrector.py --checkpoint PATH [--images DIR] [--kind spectral|unet]
-        [--out NAME.safetensors] [--steps 3000] [--pairs 64] [--size 512] [--comfyui PATH] [--cpu]
+        [--out NAME.safetensors] [--overwrite] [--steps 3000] [--pairs 64] [--size 512] [--comfyui PATH] [--cpu]
 
 It starts ComfyUI's model code in this process (found through --comfyui, COMFYUI_PATH, the pack's
 grandparent folder when installed in custom_nodes/, or ~/comfy/ComfyUI), loads the pack as ComfyUI
@@ -39,7 +39,11 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--comfyui", help="ComfyUI folder")
     p.add_argument("--cpu", action="store_true", help="run on the CPU")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing corrector of that name")
     args = p.parse_args()
+    for flag, value, low in (("--steps", args.steps, 1), ("--pairs", args.pairs, 1), ("--size", args.size, 64)):
+        if value < low:
+            p.error(f"{flag} must be at least {low}, got {value}")
 
     comfyui = find_comfyui(args.comfyui)
     sys.path.insert(0, str(comfyui))
@@ -60,16 +64,27 @@ def main():
     if clip is None or vae is None:
         sys.exit(f"{args.checkpoint}: the checkpoint has no CLIP or no VAE; this command needs both.")
     unconditional = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-    latents = vae.encode(train.folder_images(args.images, args.size)) if args.images else None
     out = args.out or f"{Path(args.checkpoint).stem}_{args.kind}.safetensors"
+    problem = train.correctors.name_problem(out)
+    if problem:
+        sys.exit(f"--out: {problem}")
+    try:
+        train.correctors.new_file(out, args.overwrite)
+    except ValueError as e:
+        sys.exit(f"--out: {e}")
+    if args.images and not Path(args.images).is_dir():
+        sys.exit(f"--images: {args.images} is not a folder.")
+    latents = vae.encode(train.folder_images(Path(args.images), args.size)) if args.images else None
 
     def progress(phase, done, total):
         print(f"\r{phase} {done}/{total}", end="\n" if done == total else "", flush=True)
 
-    path, losses = train.train_for_model(model, unconditional, latents, kind=args.kind, pairs=args.pairs,
-                                         steps=args.steps, seed=args.seed, filename=out,
-                                         sample_size=args.size // 8, progress=progress)
-    print(f"saved {path}" + (f" (final L_k {losses[-1]:.3g})" if losses else ""))
+    path, losses, residual = train.train_for_model(model, unconditional, latents, kind=args.kind, pairs=args.pairs,
+                                                   steps=args.steps, seed=args.seed, filename=out,
+                                                   sample_size=args.size // 8, progress=progress,
+                                                   overwrite=args.overwrite)
+    print(f"saved {path} (relative residual {residual.nanmean():.3g}"
+          + (f", final L_k {losses[-1]:.3g})" if losses else ")"))
 
 
 if __name__ == "__main__":

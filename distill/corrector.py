@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -132,19 +133,21 @@ class SpectralCorrector(nn.Module):
 
 def fit_spectral(z: Tensor, z_hat: Tensor, t: Tensor, t_bins: int = 49, bands: int = 32,
                  t_range: tuple[float, float] = (0.02, 0.98)) -> SpectralCorrector:
-    """Least-squares gains g = Σ Re(Ẑ·conj(Z)) / Σ |Z|² per channel, band and t bin, from triplets."""
-    edges = torch.linspace(*t_range, t_bins + 1, dtype=torch.float64)
+    """Least-squares gains g = Σ Re(Ẑ·conj(Z)) / Σ |Z|² per channel, band and t bin, from triplets.
+
+    Both sums in one index_add each: every (item, channel, frequency) adds into its (channel, band,
+    t bin) cell. On the triplets' device; a cell without power keeps gain 1."""
+    _, c, h, w = z.shape
+    device = z.device
+    edges = torch.linspace(*t_range, t_bins + 1, dtype=torch.float64, device=device)
     centers = (edges[:-1] + edges[1:]) / 2
-    idx = (torch.bucketize(t.double(), edges) - 1).clamp(0, t_bins - 1)
-    band = radial_bands(z.shape[-2], z.shape[-1], bands)
+    t_bin = (torch.bucketize(t.to(device, torch.float64), edges) - 1).clamp(0, t_bins - 1)
+    channel_band = torch.arange(c, device=device)[:, None, None] * bands + radial_bands(h, w, bands, device)
+    cell = (channel_band * t_bins + t_bin[:, None, None, None]).flatten()
     Z, Zh = torch.fft.fft2(z.double(), norm="ortho"), torch.fft.fft2(z_hat.double(), norm="ortho")
-    num = torch.zeros(z.shape[1], bands, t_bins, dtype=torch.float64)
-    den = torch.zeros_like(num)
-    cross, power = (Zh * Z.conj()).real, Z.abs() ** 2
-    for k in range(bands):
-        mask = band == k
-        num[:, k].index_add_(1, idx, cross[..., mask].sum(-1).T)
-        den[:, k].index_add_(1, idx, power[..., mask].sum(-1).T)
+    cross, power = Zh.real * Z.real + Zh.imag * Z.imag, Z.real.square() + Z.imag.square()
+    num, den = (torch.zeros(c * bands * t_bins, dtype=torch.float64, device=device).index_add_(0, cell, v.flatten())
+                .view(c, bands, t_bins) for v in (cross, power))
     gains = torch.where(den > 0, num / den.clamp_min(1e-30), torch.ones_like(num))
     return SpectralCorrector(gains.float(), centers.float())
 
@@ -187,20 +190,53 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
     return Triplets(z[::2].contiguous(), pair_mean, t[::2].contiguous())
 
 
+def new_unet(channels: int, seed: int) -> UNetCorrector:
+    """A U-Net corrector on the CPU whose initial weights are a function of the seed alone, drawn with
+    the global CPU generator reseeded (and restored afterwards) from the seed through numpy's
+    SeedSequence, so that they do not replay the streams that seed the triplets and the minibatches."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]))
+        return UNetCorrector(channels)
+
+
+def fit_residual(corrector: Callable[[Tensor, Tensor], Tensor], data: Triplets, bands: int = 16, t_bins: int = 12,
+                 t_range: tuple[float, float] = (0.02, 0.98), batch: int = 64) -> Tensor:
+    """[bands, t_bins] relative residual Σ|F(b̂(z, t) − ẑ_t)|² / Σ|F(ẑ_t)|² per radial band and t bin over
+    the triplets: 0 where the corrector predicts ẑ_t, 1 where it does no better than 0; NaN in an empty bin.
+    Computed where the corrector's weights are; returned on the CPU in float64."""
+    weights = [*corrector.parameters(), *corrector.buffers()] if isinstance(corrector, nn.Module) else []
+    device = weights[0].device if weights else data.z.device
+    edges = torch.linspace(*t_range, t_bins + 1, dtype=torch.float64)
+    t_bin = (torch.bucketize(data.t.double().cpu(), edges) - 1).clamp(0, t_bins - 1)
+    band = F.one_hot(radial_bands(*data.z.shape[-2:], bands).flatten(), bands).double().to(device)  # [h·w, bands]
+    residual = torch.zeros(bands, t_bins, dtype=torch.float64)
+    power = torch.zeros_like(residual)
+    for i in range(0, len(data.z), batch):
+        z, z_hat, t = (x[i:i + batch].to(device) for x in (data.z, data.z_hat, data.t))
+        with torch.inference_mode():
+            b = corrector(z, t).double()
+        for total, x in ((residual, b - z_hat.double()), (power, z_hat.double())):
+            per_band = torch.fft.fft2(x, norm="ortho").abs().pow(2).sum(1).flatten(1) @ band  # [B, bands]
+            total.index_add_(1, t_bin[i:i + batch], per_band.T.cpu())
+    return torch.where(power > 0, residual / power.clamp_min(1e-300), torch.full_like(power, float("nan")))
+
+
 def train_unet(net: UNetCorrector, data: Triplets, steps: int, lr: float = 1e-3, batch: int = 64,
                seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Adam on L_k over random minibatches of the triplets; trains net in place (an exception from
-    on_step leaves it with what it has learned so far). Returns the loss per step.
+    """Adam on L_k over random minibatches of the triplets; trains net in place, on the triplets' device
+    (an exception from on_step leaves it with what it has learned so far). Returns the loss per step.
 
     net must have been made outside inference mode; the triplets may come from inside it."""
     g = torch.Generator().manual_seed(seed)
     losses = []
+    device = data.z.device
     with torch.inference_mode(False), torch.enable_grad():
-        z, z_hat, t = data.z.clone(), data.z_hat.clone(), data.t.clone()
+        net.to(device)
+        z, z_hat, t = data.z.clone(), data.z_hat.clone(), data.t.to(device, copy=True)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for step in range(steps):
-            idx = torch.randint(len(z), (min(batch, len(z)),), generator=g)
+            idx = torch.randint(len(z), (min(batch, len(z)),), generator=g).to(device)
             loss = corrector_loss(net(z[idx], t[idx]), z_hat[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

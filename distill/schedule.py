@@ -26,6 +26,19 @@ def sigma_at(sigmas: Tensor, t: Tensor) -> Tensor:
     return ((1 - w) * log_sigmas[lo] + w * log_sigmas[hi]).exp()
 
 
+def sd15_sigmas() -> Tensor:
+    """SD1.x's discrete σ table: scaled-linear β, ᾱ = Π(1 − β), σ = √((1 − ᾱ)/ᾱ)."""
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)
+    return ((1 - abar) / abar).sqrt().float()
+
+
+def sd3_sigmas(shift: float = 3.0) -> Tensor:
+    """SD3's flow σ table: σ = shift·t/(1 + (shift − 1)·t), t = 1/1000 … 1."""
+    t = torch.arange(1, 1001, dtype=torch.float64) / 1000
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
 def ve_coefficients(sigma: Tensor) -> tuple[Tensor, Tensor]:
     """(a, b) of x_σ = x + σ·ε: EPS, v-prediction and EDM models in ComfyUI's VE view."""
     return torch.ones_like(sigma), sigma

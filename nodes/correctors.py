@@ -3,12 +3,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import folder_paths
+import psutil
 from comfy.model_patcher import ModelPatcher
 from torch import nn
 
-from ..distill.corrector_file import CorrectorFileError, load_corrector
+from ..distill.corrector_file import PARTIAL, CorrectorFileError, load_corrector
 
 FOLDER = "lmc_correctors"
+MAX_NAME_BYTES = 200
+"""Room for the temporary file's longer name within the usual 255-byte limit of file names."""
 PACK_WEIGHTS = Path(__file__).resolve().parents[1] / "corrector_weights"
 
 
@@ -34,9 +37,41 @@ class LoadedCorrector:
 
 
 def check_name(name: str) -> None:
-    if "/" in name or "\\" in name or ".." in name:
-        raise CorrectorFileError(f"{name}: a corrector is named by its file name alone, without folders or '..'; "
-                                 f"put the file in models/{FOLDER}/.")
+    if "/" in name or "\\" in name or ".." in name or "\0" in name:
+        raise CorrectorFileError(f"{name!r}: a corrector is named by its file name alone, without folders or "
+                                 f"'..'; put the file in models/{FOLDER}/.")
+
+
+def name_problem(name: str) -> str | None:
+    """What keeps name from being a new corrector's file name in models/lmc_correctors; None if nothing."""
+    try:
+        check_name(name)
+    except CorrectorFileError as e:
+        return str(e)
+    if not name.endswith(".safetensors") or name.startswith(".") or len(name) == len(".safetensors"):
+        return (f"{name!r} must be a name ending in .safetensors and not starting with '.', e.g. "
+                "my_model_corrector.safetensors.")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"{name[:40]!r}… is longer than {MAX_NAME_BYTES} bytes; choose a shorter name."
+    if any(c in name for c in '<>:"|?*') or any(ord(c) < 32 for c in name) or name != name.strip():
+        return (f"{name!r} contains a character that file names cannot hold on every system (control characters, "
+                '<>:"|?* or leading/trailing spaces); choose a plain name.')
+    return None
+
+
+def new_file(name: str, overwrite: bool) -> Path:
+    """Where a corrector named name is written; refuses an existing file unless overwrite, and removes the
+    temporary files that saves killed midway left behind."""
+    folder = user_folder()
+    path = folder / name
+    for entry in (folder.iterdir() if folder.is_dir() else ()):
+        found = PARTIAL.fullmatch(entry.name)
+        if found and not psutil.pid_exists(int(found["pid"])):
+            entry.unlink(missing_ok=True)
+    if path.exists() and not overwrite:
+        raise CorrectorFileError(f"filename: {name} already exists in models/{FOLDER}/; choose another name, or "
+                                 "turn on overwrite to replace it.")
+    return path
 
 
 def load(name: str) -> LoadedCorrector:

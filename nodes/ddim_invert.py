@@ -2,6 +2,7 @@
 from comfy_api.latest import io
 
 from ..distill import DDIMInversion
+from .checks import check_widgets
 from .defaults import defaults
 from .types import CATEGORY, DistillNoiseType
 
@@ -54,6 +55,7 @@ class DDIMInvertNoise(io.ComfyNode):
     @classmethod
     def execute(cls, inversion_steps, inversion_cfg, eta, eta_placement, tau_jitter, variant,
                 refresh_every) -> io.NodeOutput:
+        check_widgets(cls, locals())
         return io.NodeOutput(DDIMInversion(steps=inversion_steps, cfg=inversion_cfg, eta=eta,
                                            eta_placement=eta_placement, jitter=tau_jitter, variant=variant,
                                            refresh_every=refresh_every))

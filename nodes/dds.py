@@ -3,7 +3,7 @@ from comfy_api.latest import io
 
 from ..distill import recipes
 from ..distill.optimize import check_finite
-from .checks import check_conditioning, check_latent_fits
+from .checks import check_conditioning, check_latent, check_widgets, widget_message
 from .defaults import defaults
 from .sds import check_timesteps, timestep_inputs
 from .types import CATEGORY, DistillLoss, DistillLossType
@@ -34,8 +34,7 @@ def editing_loss(recipe, model, reference, source, target, negative, cfg, weight
     branch evaluated at the reference latent (model space)."""
     check_conditioning("negative", negative, target, "target")
     check_conditioning("source", source, target, "target")
-    samples = reference["samples"]
-    check_latent_fits(model, samples, "reference")
+    samples = check_latent(model, reference, "reference")
     check_finite("reference", samples)
     latent = model.get_model_object("latent_format").process_in(samples.float())
     loss = recipe(latent, cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max, t_schedule=t_schedule,
@@ -61,11 +60,12 @@ class DDSLoss(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, t_min: float, t_max: float, **_) -> bool | str:
-        return check_timesteps(t_min, t_max)
+    def validate_inputs(cls, t_min: float, t_max: float) -> bool | str:
+        return widget_message(cls, t_min=t_min, t_max=t_max) or check_timesteps(t_min, t_max)
 
     @classmethod
     def execute(cls, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
                 grad_clip) -> io.NodeOutput:
+        check_widgets(cls, locals())
         return editing_loss(recipes.dds, model, reference, source, target, negative, cfg, weighting, t_min, t_max,
                             t_schedule, grad_clip)

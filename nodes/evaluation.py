@@ -11,6 +11,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+import comfy.model_management
+import comfy.model_patcher
+import comfy.patcher_extension
+import comfy.sampler_helpers
 import comfy.samplers
 from comfy.model_patcher import ModelPatcher
 
@@ -111,16 +115,48 @@ class _RunSampler(comfy.samplers.Sampler):
         return self.run(ComfyDenoiser(model_wrap, extra_args["model_options"]), latent_image)
 
 
+def _loading_together(models: list[ModelPatcher], memory: int):
+    """A PREPARE_SAMPLING wrapper: ComfyUI's own preparation (sampler_helpers._prepare_sampling's steps), with
+    ``models`` in the same load_models_gpu call as the model and its additional models, and ``memory``
+    more bytes of working memory in the estimate, so that loading one never evicts another (not even
+    with --disable-smart-memory) and the room left on the device covers their work too."""
+
+    def prepare(model: ModelPatcher, noise_shape, conds, model_options=None):
+        extra, inference_memory = comfy.sampler_helpers.get_additional_models(conds, model.model_dtype())
+        extra += comfy.sampler_helpers.get_additional_models_from_model_options(model_options)
+        extra += model.get_nested_additional_models()
+        required, minimum = comfy.sampler_helpers.estimate_memory(model, noise_shape, conds)
+        comfy.model_management.load_models_gpu([model] + extra + models,
+                                               memory_required=required + inference_memory + memory,
+                                               minimum_memory_required=minimum + inference_memory + memory)
+        return model.model, conds, extra
+
+    def wrapper(executor, *args, **kwargs):
+        """The wrappers after this one still run, around this preparation instead of ComfyUI's."""
+        rest = comfy.patcher_extension.WrapperExecutor.new_executor(prepare, executor.wrappers, executor.idx + 1)
+        return rest.execute(*args, **kwargs)
+
+    return wrapper
+
+
 def run_with_model(model: ModelPatcher, conds: dict[str, list], latent: Tensor, seed: int,
-                   run: Callable[[ComfyDenoiser, Tensor], Tensor]) -> Tensor:
+                   run: Callable[[ComfyDenoiser, Tensor], Tensor], also_load: Sequence[ModelPatcher] = (),
+                   memory: int = 0) -> Tensor:
     """Call run(denoiser, model-space latent) inside ComfyUI's sampling machinery; returns its raw-space result.
 
     ``conds`` maps branch names to CONDITIONING lists; "positive" is required, "negative" is the
     unconditional branch of CFG. The latent enters model space with ``process_latent_in`` (except an
-    all-zero latent, as in KSampler) and run's result leaves through ``process_latent_out``.
+    all-zero latent, as in KSampler) and run's result leaves through ``process_latent_out``; its shape
+    sizes the memory estimate. ``also_load``: other models run uses (a VAE), loaded in the same call as
+    the model with ``memory`` bytes for their work.
     """
     guider = comfy.samplers.CFGGuider(model)
     guider.inner_set_conds({k: v for k, v in conds.items() if v is not None})
+    if also_load:
+        guider.model_options = comfy.model_patcher.create_model_options_clone(model.model_options)
+        comfy.patcher_extension.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREPARE_SAMPLING,
+                                                     "score_distillation", _loading_together(list(also_load), memory),
+                                                     guider.model_options, is_model_options=True)
     ms = model.get_model_object("model_sampling")
     sigmas = torch.stack([ms.sigma_max, ms.sigma_min]).float().cpu()
     return guider.sample(torch.zeros_like(latent), latent, _RunSampler(run), sigmas, seed=seed)

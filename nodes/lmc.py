@@ -2,7 +2,9 @@
 import folder_paths
 from comfy_api.latest import io
 
+from ..distill.corrector_file import CorrectorFileError
 from . import correctors
+from .checks import check_widgets, widget_message
 from .types import CATEGORY, LMCCorrectorType
 
 
@@ -25,12 +27,18 @@ class LMCCorrector(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, corrector_name: str) -> bool | str:
+        if corrector_name is None:
+            return True
         try:
             correctors.check_name(corrector_name)
         except ValueError as e:
             return str(e)
-        return True
+        return widget_message(cls, corrector_name=corrector_name) or True
 
     @classmethod
     def execute(cls, corrector_name) -> io.NodeOutput:
-        return io.NodeOutput(correctors.load(corrector_name))
+        check_widgets(cls, locals())
+        try:
+            return io.NodeOutput(correctors.load(corrector_name))
+        except CorrectorFileError as e:
+            raise CorrectorFileError(f"corrector_name: {e}") from e

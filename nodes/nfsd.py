@@ -2,7 +2,7 @@
 from comfy_api.latest import io
 
 from ..distill import recipes
-from .checks import check_conditioning
+from .checks import check_conditioning, check_widgets, widget_message
 from .defaults import defaults
 from .sds import check_timesteps, timestep_inputs
 from .types import CATEGORY, DistillLoss, DistillLossType
@@ -43,12 +43,13 @@ class NFSDGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, t_min: float, t_max: float, **_) -> bool | str:
-        return check_timesteps(t_min, t_max)
+    def validate_inputs(cls, t_min: float, t_max: float) -> bool | str:
+        return widget_message(cls, t_min=t_min, t_max=t_max) or check_timesteps(t_min, t_max)
 
     @classmethod
     def execute(cls, model, positive, negative, nfsd_negative, cfg, threshold, weighting, t_min, t_max,
                 t_schedule, grad_clip) -> io.NodeOutput:
+        check_widgets(cls, locals())
         check_conditioning("negative", negative, positive)
         check_conditioning("nfsd_negative", nfsd_negative, positive)
         loss = recipes.nfsd(cfg=cfg, threshold=threshold, weighting=weighting, t_min=t_min, t_max=t_max,

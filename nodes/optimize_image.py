@@ -10,10 +10,11 @@ from comfy_api.latest import io
 from ..distill import Settings, optimize
 from ..distill.image import PatchSchedule, check_patch_phase, latent_view
 from ..distill.optimize import check_finite, check_mask
+from .checks import check_image, check_mask_input, check_widgets
 from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
-from .vae_gradients import differentiable_encoder
+from .vae_gradients import differentiable_encoder, encoder_memory
 
 PREVIEW_SIZE = 512
 
@@ -73,15 +74,16 @@ class OptimizeImage(io.ComfyNode):
     @classmethod
     def execute(cls, vae, loss: DistillLoss, start, width, height, steps, learning_rate, lr_end, seed, l2_to_init,
                 whole_image_steps, patches, native_size, image=None, mask=None) -> io.NodeOutput:
+        check_widgets(cls, locals())
         if start == "image":
             if image is None:
                 raise ValueError("image: start is 'image' but no image is connected; connect one or choose 'grey'.")
-            pixels = image[..., :3].movedim(-1, 1)
+            pixels = check_image(image)[..., :3].movedim(-1, 1)
         else:
             pixels = torch.full((1, 3, height, width), 0.5)
         check_finite("image", pixels)
         if mask is not None:
-            mask = comfy.utils.reshape_mask(mask, pixels.shape).to(pixels)
+            mask = comfy.utils.reshape_mask(check_mask_input(mask, len(pixels)), pixels.shape).to(pixels)
             check_mask("mask", mask)
         settings = Settings(steps=steps, lr=learning_rate, optimizer="adam", lr_schedule="cosine",
                             l2_to_init=l2_to_init, seed=seed, lr_end=min(lr_end, learning_rate), clamp=(0.0, 1.0))
@@ -95,15 +97,19 @@ class OptimizeImage(io.ComfyNode):
 
         results = []
         channels = loss.model.get_model_object("latent_format").latent_channels
-        placeholder = torch.zeros(len(pixels), channels, native_size // 8, native_size // 8)
+        patch_phase = steps > whole_image_steps and max(pixels.shape[-2:]) > native_size
+        views = len(pixels) * (patches if patch_phase else 1)  # images the loss sees per step, native size at most
+        placeholder = torch.zeros(views, channels, native_size // 8, native_size // 8)
 
-        def run(denoiser, latent):
-            with differentiable_encoder(vae, loss.model) as encode:
-                results.append(optimize(pixels, loss.loss, denoiser, settings, on_step, view=latent_view(schedule, encode),
-                                        mask=mask))
-            return latent
+        with differentiable_encoder(vae, loss.model) as (vae_patcher, encode):
+            def run(denoiser, latent):
+                results.append(optimize(pixels.to(latent.device), loss.loss, denoiser, settings, on_step,
+                                        view=latent_view(schedule, encode),
+                                        mask=None if mask is None else mask.to(latent.device)))
+                return latent
 
-        run_with_model(loss.model, loss.conds, placeholder, seed, run)
+            run_with_model(loss.model, loss.conds, placeholder, seed, run, also_load=[vae_patcher],
+                           memory=encoder_memory(vae, views, native_size, native_size))
         out, history = results[0]
         out = out.movedim(1, -1).to(comfy.model_management.intermediate_device())
         return io.NodeOutput(out, history_image(history))

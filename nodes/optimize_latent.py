@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..distill import LR_SCHEDULES, OPTIMIZERS, Settings, optimize
 from ..distill.optimize import check_mask
-from .checks import check_latent_fits
+from .checks import check_latent, check_mask_input, check_widgets
 from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
@@ -52,11 +52,12 @@ class OptimizeLatent(io.ComfyNode):
     @classmethod
     def execute(cls, latent, loss: DistillLoss, steps, learning_rate, optimizer, lr_schedule, seed,
                 l2_to_init) -> io.NodeOutput:
-        samples = latent["samples"]
-        check_latent_fits(loss.model, samples)
+        check_widgets(cls, locals())
+        samples = check_latent(loss.model, latent)
         mask = None
         if "noise_mask" in latent:  # resized to the latent as KSampler's prepare_mask does
-            mask = comfy.utils.reshape_mask(latent["noise_mask"], samples.shape).to(samples)
+            mask = check_mask_input(latent["noise_mask"], len(samples), "latent: its noise_mask")
+            mask = comfy.utils.reshape_mask(mask, samples.shape).to(samples)
             check_mask("latent: its noise_mask, resized to the latent (one cell per 8 pixels),", mask)
         settings = Settings(steps=steps, lr=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,
                             l2_to_init=l2_to_init, seed=seed)

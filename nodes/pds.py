@@ -2,6 +2,7 @@
 from comfy_api.latest import io
 
 from ..distill import recipes
+from .checks import check_widgets, widget_message
 from .dds import editing_inputs, editing_loss
 from .defaults import defaults
 from .sds import check_timesteps
@@ -28,11 +29,12 @@ class PDSLoss(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, t_min: float, t_max: float, **_) -> bool | str:
-        return check_timesteps(t_min, t_max)
+    def validate_inputs(cls, t_min: float, t_max: float) -> bool | str:
+        return widget_message(cls, t_min=t_min, t_max=t_max) or check_timesteps(t_min, t_max)
 
     @classmethod
     def execute(cls, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
                 grad_clip) -> io.NodeOutput:
+        check_widgets(cls, locals())
         return editing_loss(recipes.pds, model, reference, source, target, negative, cfg, weighting, t_min, t_max,
                             t_schedule, grad_clip)

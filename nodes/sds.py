@@ -3,7 +3,7 @@ with a corrector."""
 from comfy_api.latest import io
 
 from ..distill import T_SCHEDULES, WEIGHTINGS, recipes
-from .checks import check_conditioning
+from .checks import check_conditioning, check_widgets, widget_message
 from .correctors import check_corrector_fits
 from .defaults import defaults
 from .types import CATEGORY, DistillLoss, DistillLossType, DistillNoiseType, LMCCorrectorType
@@ -39,8 +39,8 @@ def timestep_inputs(recipe: dict, auto: str = AUTO_WEIGHTING) -> list:
     ]
 
 
-def check_timesteps(t_min: float, t_max: float) -> bool | str:
-    if t_min >= t_max:
+def check_timesteps(t_min: float | None, t_max: float | None) -> bool | str:
+    if t_min is not None and t_max is not None and t_min >= t_max:
         return f"t_min ({t_min}) must be below t_max ({t_max}): they bound the noise levels the loss samples."
     return True
 
@@ -83,12 +83,13 @@ class SDSLoss(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, t_min: float, t_max: float, **_) -> bool | str:
-        return check_timesteps(t_min, t_max)
+    def validate_inputs(cls, t_min: float, t_max: float) -> bool | str:
+        return widget_message(cls, t_min=t_min, t_max=t_max) or check_timesteps(t_min, t_max)
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, weighting, t_min, t_max, t_schedule, grad_clip,
                 noise=None, corrector=None, fixed_noise=False) -> io.NodeOutput:
+        check_widgets(cls, locals())
         check_conditioning("negative", negative, positive)
         if corrector is not None:
             check_corrector_fits(corrector, model)

@@ -2,20 +2,31 @@
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+import torch
 from torch import Tensor
 
-import comfy.model_management
 import comfy.taesd.taesd
 from comfy.model_patcher import ModelPatcher
+
+FORWARD_AND_BACKWARD = 3
+"""The encoder's forward and backward per image, in units of ComfyUI's forward-only estimate
+(``VAE.memory_used_encode``): on the SD VAE the activations autograd keeps are 1.7 of them
+(tests/test_comfyui_memory.py measures it), and the backward's own buffers are within one more."""
 
 
 def _identity(weight: Tensor) -> Tensor:
     return weight
 
 
+def encoder_memory(vae, images: int, height: int, width: int) -> int:
+    """Bytes the encoder's forward and backward need for ``images`` images of height × width pixels."""
+    return images * FORWARD_AND_BACKWARD * vae.memory_used_encode((1, 3, height, width), vae.vae_dtype)
+
+
 @contextmanager
-def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[Callable[[Tensor], Tensor]]:
-    """Yields encode(images [N, 3, h, w] in 0..1) → model-space latents, differentiable in the images.
+def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[tuple[ModelPatcher, Callable[[Tensor], Tensor]]]:
+    """Yields the VAE patcher to load with the model and encode(images [N, 3, h, w] in 0..1) → model-space
+    latents on the images' device, differentiable in the images, for use once that patcher is loaded.
 
     Every weight of a clone of the VAE's patcher gets an identity wrapper, so ComfyUI copies the
     (inference-mode) weights at each forward into ordinary tensors that autograd may save. The clone
@@ -27,14 +38,13 @@ def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[Callable[[Tenso
     patcher = vae.patcher.clone()
     for name, _ in patcher.model.named_parameters():
         patcher.add_weight_wrapper(name, _identity)
-    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
     process_in = model.get_model_object("latent_format").process_in
 
     def encode(images: Tensor) -> Tensor:
         x = vae.process_input(images).to(device=vae.device, dtype=vae.vae_dtype)
-        return process_in(vae.first_stage_model.encode(x).float())
+        return process_in(vae.first_stage_model.encode(x).to(images.device, torch.float32))
 
     try:
-        yield encode
+        yield patcher, encode
     finally:
         patcher.detach()

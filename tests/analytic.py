@@ -7,20 +7,7 @@ x_σ = a·x + b·ε is the per-frequency Wiener filter x̂0 = μ + λ/(λ + s²)
 import torch
 from torch import Tensor
 
-from distill.schedule import flow_coefficients, ve_coefficients
-
-
-def sd15_sigmas() -> Tensor:
-    """SD1.x's discrete σ table: scaled-linear β, ᾱ = Π(1 − β), σ = √((1 − ᾱ)/ᾱ)."""
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    abar = torch.cumprod(1 - betas, 0)
-    return ((1 - abar) / abar).sqrt().float()
-
-
-def sd3_sigmas(shift: float = 3.0) -> Tensor:
-    """SD3's flow σ table: σ = shift·t/(1 + (shift − 1)·t), t = 1/1000 … 1."""
-    t = torch.arange(1, 1001, dtype=torch.float64) / 1000
-    return (shift * t / (1 + (shift - 1) * t)).float()
+from distill.schedule import flow_coefficients, sd3_sigmas, sd15_sigmas, ve_coefficients
 
 
 def power_spectrum(shape: tuple[int, ...], alpha: float = 2.0) -> Tensor:

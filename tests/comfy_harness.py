@@ -1,7 +1,7 @@
 """A real ComfyUI in this process, the pack loaded from custom_nodes, and tiny random models.
 
 ComfyUI is found through COMFYUI_PATH, else the pack's grandparent folder when the pack sits in
-ComfyUI/custom_nodes/, else ~/comfy/ComfyUI (comfy-cli's default).
+ComfyUI/custom_nodes/, else ../shared/ComfyUI beside the repository, else ~/comfy/ComfyUI (comfy-cli's default).
 """
 import asyncio
 import contextlib
@@ -16,12 +16,13 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "score_distillation"
 
 
-def find_comfyui() -> Path | None:
+def find_comfyui(pack_root: Path = PACK_ROOT) -> Path | None:
     candidates = []
     if os.environ.get("COMFYUI_PATH"):
         candidates.append(Path(os.environ["COMFYUI_PATH"]))
-    if PACK_ROOT.parent.name == "custom_nodes":
-        candidates.append(PACK_ROOT.parent.parent)
+    if pack_root.parent.name == "custom_nodes":
+        candidates.append(pack_root.parent.parent)
+    candidates.append(pack_root.parent / "shared" / "ComfyUI")
     candidates.append(Path.home() / "comfy" / "ComfyUI")
     for c in candidates:
         if (c / "main.py").is_file() and (c / "comfy" / "samplers.py").is_file():
@@ -32,8 +33,10 @@ def find_comfyui() -> Path | None:
 COMFYUI = find_comfyui()
 SKIP_REASON = (
     "NO COMFYUI FOUND: set COMFYUI_PATH, install the pack in ComfyUI/custom_nodes, or put ComfyUI at "
-    "~/comfy/ComfyUI — the ComfyUI integration tests did not run"
+    "../shared/ComfyUI or ~/comfy/ComfyUI — the ComfyUI integration tests did not run"
 )
+IN_CI = bool(os.environ.get("CI"))
+"""Under CI a missing ComfyUI fails the ComfyUI tests instead of skipping them."""
 
 
 def custom_nodes_dir() -> Path:
@@ -70,11 +73,12 @@ UNET = {
 CONTEXT_DIM = 64
 
 
-def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET):
+def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET, dtype: torch.dtype = torch.float32):
     """A ModelPatcher around a randomly initialised SD1.5-family UNet (by default 32 channels, 2 levels).
 
     kind: "eps", "v" (v-prediction), "flow" (CONST with ModelSamplingDiscreteFlow, shift 3), or "sd3":
-    flow on SD3's 16-channel latent format (the UNet stands in for the MMDiT).
+    flow on SD3's 16-channel latent format (the UNet stands in for the MMDiT). dtype: of the weights;
+    float16 computes in float32 through ComfyUI's manual_cast ops, as on a device without fp16.
     """
     import comfy.model_base
     import comfy.model_management
@@ -87,12 +91,12 @@ def tiny_model(kind: str = "eps", seed: int = 0, unet: dict = UNET):
                   "flow": comfy.model_base.ModelType.FLOW, "sd3": comfy.model_base.ModelType.FLOW}[kind]
     if kind == "sd3":
         unet = unet | {"in_channels": 16, "out_channels": 16}
-    config = comfy.supported_models.SD15(dict(unet, dtype=torch.float32))
+    config = comfy.supported_models.SD15(dict(unet, dtype=dtype))
     if kind in ("flow", "sd3"):
         config.sampling_settings = {"shift": 3.0, "multiplier": 1000}
     if kind == "sd3":
         config.latent_format = comfy.latent_formats.SD3()
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype, None if dtype == torch.float32 else torch.float32)
     model = comfy.model_base.BaseModel(config, model_type=model_type, device=torch.device("cpu"))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -117,9 +121,10 @@ def run_node(node_id: str, **inputs):
 
 class Server:
     """`python main.py --cpu` on a free loopback port, stopped on exit. Its base directory is `tmp`
-    (models/, input/, output/, temp/, custom_nodes/ with the pack and the test nodes)."""
+    (models/, input/, output/, temp/, custom_nodes/ with the pack and the test nodes); `env` adds to its
+    environment."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None):
         import socket
         import subprocess
 
@@ -142,7 +147,7 @@ class Server:
              "--base-directory", str(tmp), "--database-url", "sqlite:///:memory:",
              "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_NAME, "distill_test_nodes",
              "--preview-method", "latent2rgb"],
-            cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=COMFYUI, stdout=self.log, stderr=subprocess.STDOUT, env=os.environ | (env or {}),
         )
         self._wait_ready()
 

@@ -7,7 +7,7 @@ import pytest
 # pack's `nodes/` shadow ComfyUI's top-level `nodes` module in the ComfyUI tests.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from comfy_harness import COMFYUI, SKIP_REASON  # noqa: E402
+from comfy_harness import COMFYUI, IN_CI, SKIP_REASON  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -21,8 +21,11 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def comfy():
-    """ComfyUI's `nodes` module with the pack loaded from custom_nodes; skips loudly without ComfyUI."""
+    """ComfyUI's `nodes` module with the pack loaded from custom_nodes; skips loudly without ComfyUI, and
+    fails under CI (CI set), where a skipped ComfyUI test would make a green run say nothing about the nodes."""
     if COMFYUI is None:
+        if IN_CI:
+            pytest.fail(f"CI is set but {SKIP_REASON}")
         pytest.skip(SKIP_REASON)
     from comfy_harness import load_comfyui
 
@@ -33,7 +36,8 @@ def comfy():
 def live_server(comfy, tmp_path_factory):
     """A headless ComfyUI with the pack, the test nodes, a tiny SD1.5 checkpoint file under the name the
     shipped workflows load, and input/example.png (the image the editing workflows load, its right half painted
-    as the masked-editing workflow's mask)."""
+    as the masked-editing workflow's mask). `server.outside` is a folder beside its base directory whose every
+    file access the server logs to `server.watch_log`."""
     import json
 
     import numpy as np
@@ -43,6 +47,7 @@ def live_server(comfy, tmp_path_factory):
     from headless.workflow import find_node
 
     base = tmp_path_factory.mktemp("comfyui")
+    outside = tmp_path_factory.mktemp("outside")
     sds = json.loads((PACK_ROOT / "workflows/api/sds_text_to_image.json").read_text())
     ckpt_name = sds[find_node(sds, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"]
     checkpoint = base / "models" / "checkpoints" / ckpt_name
@@ -52,7 +57,9 @@ def live_server(comfy, tmp_path_factory):
     pixels[..., 3] = 255
     pixels[:, 48:, 3] = 0  # the MaskEditor's paint: transparent, Load Image's mask 1 there
     Image.fromarray(pixels).save(base / "input" / "example.png")
-    server = Server(base)
+    watch_log = base / "watch.log"
+    server = Server(base, env={"DISTILL_TEST_WATCH": str(outside), "DISTILL_TEST_WATCH_LOG": str(watch_log)})
+    server.outside, server.watch_log = outside, watch_log
     yield server
     server.stop()
     checkpoint.unlink()  # 488 MB; pytest keeps the last three sessions' folders

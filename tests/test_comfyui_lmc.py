@@ -19,8 +19,10 @@ def corrector_folder(tmp_path):
 
     name = pack("nodes.correctors").FOLDER
     old = folder_paths.folder_names_and_paths.get(name)
-    folder_paths.folder_names_and_paths[name] = ([str(tmp_path)], {".safetensors"})
-    yield tmp_path
+    folder = tmp_path / name
+    folder.mkdir()
+    folder_paths.folder_names_and_paths[name] = ([str(folder)], {".safetensors"})
+    yield folder
     folder_paths.folder_names_and_paths[name] = old
 
 
@@ -102,9 +104,12 @@ def test_pickle_formats_are_refused_without_unpickling(corrector_folder, tmp_pat
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
+    load_corrector = pack("distill.corrector_file").load_corrector
     for suffix in (".ckpt", ".pt", ".bin"):
         (corrector_folder / f"evil{suffix}").write_bytes(pickle.dumps(Evil()))
-        refused(f"evil{suffix}", rf"evil\{suffix}: corrector files must be \.safetensors")
+        refused(f"evil{suffix}", rf"corrector_name: 'evil\{suffix}' is not one of its options")
+        with pytest.raises(ValueError, match=rf"evil\{suffix}: corrector files must be \.safetensors"):
+            load_corrector(corrector_folder / f"evil{suffix}")
     assert not marker.exists()
 
 
@@ -116,12 +121,15 @@ def test_broken_files_are_refused_naming_the_file_and_reason(corrector_folder):
                                   latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0)
     data = (corrector_folder / "good.safetensors").read_bytes()
     (corrector_folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
-    refused("truncated.safetensors", "truncated.safetensors: not a readable safetensors file")
+    refused("truncated.safetensors", "corrector_name: truncated.safetensors: not a readable safetensors file")
     save_file({"w": torch.zeros(1)}, str(corrector_folder / "bare.safetensors"))
-    refused("bare.safetensors", "bare.safetensors: metadata lacks format_version")
-    refused("../good.safetensors", r"\.\./good\.safetensors: a corrector is named by its file name alone")
-    refused("sub/good.safetensors", "a corrector is named by its file name alone")
-    refused("missing.safetensors", "missing.safetensors: no such file")
+    refused("bare.safetensors", "corrector_name: bare.safetensors: metadata: lacks format_version")
+    for name in ("../good.safetensors", "sub/good.safetensors", "missing.safetensors"):
+        refused(name, f"corrector_name: '{name}' is not one of its options")
+    node = pack("nodes.lmc").LMCCorrector
+    assert "a corrector is named by its file name alone" in node.validate_inputs("../good.safetensors")
+    assert "'missing.safetensors' is not one of its options" in node.validate_inputs("missing.safetensors")
+    assert node.validate_inputs("good.safetensors") is True
 
 
 @pytest.mark.parametrize("channels,family,match", [
@@ -137,34 +145,121 @@ def test_a_corrector_for_another_latent_space_is_refused(corrector_folder, chann
         lmc_loss(tiny_model("eps"), loaded)
 
 
-def test_training_from_a_folder_of_images_through_the_vae(corrector_folder, tmp_path):
+@pytest.fixture
+def input_dir(tmp_path):
+    """ComfyUI's input directory pointed at a temporary folder for the test."""
+    import folder_paths
+
+    old = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(tmp_path / "input"))
+    (tmp_path / "input").mkdir()
+    yield tmp_path / "input"
+    folder_paths.set_input_directory(old)
+
+
+def train_args(**kw):
+    return dict(model=tiny_model("eps"), unconditional=conditioning(2), kind="spectral", filename="x.safetensors",
+                pairs_per_latent=2, steps=1, seed=0, image_size=64) | kw
+
+
+def test_training_from_a_folder_of_images_in_the_input_directory(corrector_folder, input_dir):
     from PIL import Image
 
     from comfy_harness import tiny_vae
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
+    (input_dir / "sets" / "photos").mkdir(parents=True)
     for i in range(3):
-        Image.new("RGB", (80, 64), (40 * i, 100, 200)).save(photos / f"{i}.png")
-    corrector, _ = run_node("DistillTrainLMCCorrector", model=tiny_model("eps"), unconditional=conditioning(2),
-                            kind="spectral", filename="photos.safetensors", pairs_per_latent=2, steps=1, seed=0,
-                            vae=tiny_vae(), folder=str(photos), image_size=64).args
+        Image.new("RGB", (80, 64), (40 * i, 100, 200)).save(input_dir / "sets" / "photos" / f"{i}.png")
+    corrector, _ = run_node("DistillTrainLMCCorrector", **train_args(filename="photos.safetensors", vae=tiny_vae(),
+                                                                    folder="sets/photos")).args
     assert corrector.metadata["images"] == "3"
-    with pytest.raises(ValueError, match="folder: .* is not a folder"):
-        run_node("DistillTrainLMCCorrector", model=tiny_model("eps"), unconditional=conditioning(2), kind="spectral",
-                 filename="x.safetensors", pairs_per_latent=2, steps=1, seed=0, vae=tiny_vae(),
-                 folder=str(tmp_path / "nope"), image_size=64)
 
 
-def test_an_interrupt_during_training_still_saves_what_was_learned(corrector_folder):
+def test_a_folder_outside_the_input_directory_is_refused_without_saying_whether_it_exists(
+        corrector_folder, input_dir, tmp_path):
+    from PIL import Image
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (64, 64)).save(outside / "secret.png")
+    (input_dir / "link").symlink_to(outside)
+    (input_dir / "dangling").symlink_to(tmp_path / "nowhere")
+    for folder in (str(outside), str(tmp_path / "nowhere"), "../outside", "../nowhere", "a/../../outside", "\\outside",
+                   "C:outside"):
+        with pytest.raises(ValueError, match=r"^folder: .* is not a subfolder name; give a folder inside ComfyUI's"):
+            run_node("DistillTrainLMCCorrector", **train_args(model=None, vae=object(), folder=folder))
+    messages = set()
+    for folder in ("link", "dangling", "missing"):
+        with pytest.raises(ValueError, match=rf"^folder: there is no folder '{folder}' in ComfyUI's input") as e:
+            run_node("DistillTrainLMCCorrector", **train_args(model=None, vae=object(), folder=folder))
+        messages.add(str(e.value).replace(folder, "NAME"))
+    assert len(messages) == 1 and not list(corrector_folder.iterdir())
+
+
+def test_an_image_linked_from_outside_the_input_directory_is_not_read(corrector_folder, input_dir, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "secret.png")
+    (input_dir / "photos").mkdir()
+    (input_dir / "photos" / "a.png").symlink_to(tmp_path / "secret.png")
+    with pytest.raises(ValueError, match=r"folder: photos/a\.png links outside ComfyUI's input directory"):
+        run_node("DistillTrainLMCCorrector", **train_args(model=None, vae=object(), folder="photos"))
+
+
+def test_an_interrupted_run_replaces_nothing_even_with_overwrite(corrector_folder):
     import comfy.model_management
 
     from comfy_harness import interrupt_at
 
+    (corrector_folder / "kept.safetensors").write_bytes(b"the user's corrector")
     with interrupt_at(3, of=40), pytest.raises(comfy.model_management.InterruptProcessingException):
-        train(tiny_model("eps"), "partial.safetensors", kind="unet", steps=40)  # 40: not the 50 DDIM steps
-    saved = run_node("DistillLMCCorrector", corrector_name="partial.safetensors").args[0]
-    assert saved.metadata["steps"] == "3"
+        run_node("DistillTrainLMCCorrector", **train_args(filename="kept.safetensors", kind="unet", steps=40,
+                                                          pairs_per_latent=4, image_size=128, overwrite=True))
+    assert (corrector_folder / "kept.safetensors").read_bytes() == b"the user's corrector"
+    assert [p.name for p in corrector_folder.iterdir()] == ["kept.safetensors"]
+
+
+def test_an_existing_corrector_is_replaced_only_with_overwrite(corrector_folder):
+    (corrector_folder / "kept.safetensors").write_bytes(b"the user's corrector")
+    with pytest.raises(ValueError, match=r"filename: kept\.safetensors already exists in models/lmc_correctors/; "
+                                         "choose another name, or turn on overwrite"):
+        run_node("DistillTrainLMCCorrector", **train_args(model=None, filename="kept.safetensors"))
+    assert (corrector_folder / "kept.safetensors").read_bytes() == b"the user's corrector"
+    corrector, _ = run_node("DistillTrainLMCCorrector", **train_args(filename="kept.safetensors", overwrite=True)).args
+    assert corrector.metadata["kind"] == "spectral"
+
+
+def test_a_save_killed_midway_leaves_a_temporary_file_that_the_next_run_removes_first(corrector_folder):
+    import signal
+    import subprocess
+    import sys
+
+    from comfy_harness import PACK_ROOT
+
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(PACK_ROOT)!r})
+import torch
+import distill.corrector_file as cf
+from distill.corrector import SpectralCorrector
+real = cf.save_file
+def stall(tensors, path, metadata):
+    real(tensors, path, metadata=metadata)
+    print("written", flush=True)
+    time.sleep(600)
+cf.save_file = stall
+cf.save_corrector({str(corrector_folder / "killed.safetensors")!r}, SpectralCorrector(torch.ones(4, 2, 2),
+                  torch.tensor([0.2, 0.8])), latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0,
+                  images=0)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert [p.name for p in corrector_folder.iterdir()] == [f".killed.safetensors.{proc.pid}.partial"]
+    pack("nodes.correctors").new_file("next.safetensors", overwrite=False)  # what a run does before any work
+    assert not list(corrector_folder.iterdir())
 
 
 def test_training_shows_each_phase_and_an_interrupt_before_training_saves_nothing(corrector_folder):

@@ -184,7 +184,7 @@ def test_bad_steps_and_timesteps_are_named(comfy):
     assert node.validate_inputs(t_min=0.1, t_max=0.9) is True
     with pytest.raises(ValueError, match="t_min"):
         sds_loss(tiny_model("eps"), t_min=0.5, t_max=0.5)
-    with pytest.raises(ValueError, match="steps must be at least 1"):
+    with pytest.raises(ValueError, match="steps: 0 is outside its range; set a whole number from 1 to 10000"):
         optimize_latent(sds_loss(tiny_model("eps")), steps=0)
 
 

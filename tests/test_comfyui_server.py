@@ -1,9 +1,9 @@
 """A headless ComfyUI server with the pack: /object_info and an API prompt run end to end."""
 import pytest
 
-from comfy_harness import COMFYUI, SKIP_REASON, tiny_sds_prompt
+from comfy_harness import tiny_sds_prompt
 
-pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(COMFYUI is None, reason=SKIP_REASON)]
+pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
 
 PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
               "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage")

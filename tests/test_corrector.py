@@ -7,7 +7,8 @@ from torch import nn
 from analytic import GaussianDenoiser, fourier_filter
 from rng import replay_draws
 from distill import Evaluation, Run, ScoreDistillation, fixed_noise, item_generators, lmc_direction
-from distill.corrector import UNetCorrector, collect_triplets, corrector_loss, fit_spectral, train_unet
+from distill.corrector import (UNetCorrector, collect_triplets, corrector_loss, fit_residual, fit_spectral,
+                              radial_bands, train_unet)
 from distill.schedule import sigma_at
 
 SHAPE = (4, 16, 16)
@@ -47,6 +48,47 @@ def test_spectral_corrector_recovers_the_true_bias():
     report("identity", identity)
     assert all(e < 0.05 for t, e in zip(T, errs) if t <= 0.5)
     assert all(e < 0.10 for t, e in zip(T, errs) if t > 0.5)
+
+
+def per_band_fit(z, z_hat, t, t_bins, bands, t_range=(0.02, 0.98)):
+    """The gains as fit_spectral first computed them, band by band in a Python loop: the reference."""
+    edges = torch.linspace(*t_range, t_bins + 1, dtype=torch.float64)
+    idx = (torch.bucketize(t.double(), edges) - 1).clamp(0, t_bins - 1)
+    band = radial_bands(z.shape[-2], z.shape[-1], bands)
+    Z, Zh = torch.fft.fft2(z.double(), norm="ortho"), torch.fft.fft2(z_hat.double(), norm="ortho")
+    num = torch.zeros(z.shape[1], bands, t_bins, dtype=torch.float64)
+    den = torch.zeros_like(num)
+    cross, power = (Zh * Z.conj()).real, Z.abs() ** 2
+    for k in range(bands):
+        mask = band == k
+        num[:, k].index_add_(1, idx, cross[..., mask].sum(-1).T)
+        den[:, k].index_add_(1, idx, power[..., mask].sum(-1).T)
+    return torch.where(den > 0, num / den.clamp_min(1e-30), torch.ones_like(num)).float()
+
+
+def test_the_vectorised_spectral_fit_equals_the_per_band_loop():
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(40, 4, 16, 12, generator=g)
+    z_hat = 0.7 * z + 0.1 * torch.randn(z.shape, generator=g)
+    t = 0.6 * torch.rand(40, generator=g, dtype=torch.float64)  # some below t_min; the bins above 0.6 stay empty
+    reference = per_band_fit(z, z_hat, t, t_bins=7, bands=10)
+    assert torch.allclose(fit_spectral(z, z_hat, t, t_bins=7, bands=10).gains, reference, rtol=1e-6, atol=0)
+    assert (reference == 1).any() and (reference != 1).any()
+
+
+def test_fit_residual_is_zero_for_the_true_bias_and_the_spectral_fit_beats_the_identity_everywhere():
+    """The analytic denoiser is linear, so an antithetic pair's mean ẑ_t is exactly the true bias: its
+    residual vanishes. The least-squares gains can only do better than gain 1 (the identity) per bin."""
+    den = GaussianDenoiser(SHAPE)
+    g = torch.Generator().manual_seed(0)
+    data = collect_triplets(den, den.sample(1024, generator=g), 2, g, batch=2048)
+    exact = fit_residual(lambda z, t: true_bias(den, z, t), data, bands=8, t_bins=6)
+    spectral = fit_residual(fit_spectral(data.z, data.z_hat, data.t), data, bands=8, t_bins=6)
+    identity = fit_residual(lambda z, t: z, data, bands=8, t_bins=6)
+    print("spectral fit, relative residual per band (rows) and t bin:\n", spectral.numpy().round(4))
+    assert exact.shape == (8, 6) and exact.max() < 1e-6  # float32 rounding
+    assert (spectral < identity).all() and spectral.max() < 0.05
+    assert identity[:, -1].mean() > identity[:, 0].mean()  # the higher t, the blurrier ẑ_t: the identity's residual grows
 
 
 def test_unet_corrector_trained_by_the_pack_beats_the_identity():

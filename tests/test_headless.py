@@ -30,7 +30,7 @@ def test_a_ui_workflow_is_refused_naming_its_api_twin():
 def test_set_finds_a_node_by_id_title_or_class_and_keeps_each_inputs_type():
     prompt = load(SDS)
     set_input(prompt, "DistillOptimizeLatent.steps=20")
-    set_input(prompt, "3.cfg=50")
+    set_input(prompt, f"{find_node(prompt, 'DistillSDSLoss')}.cfg=50")
     set_input(prompt, "positive.text=42")
     set_input(prompt, "DistillSDSLoss.fixed_noise=true")
     loss, opt, positive = (prompt[find_node(prompt, name)]["inputs"]

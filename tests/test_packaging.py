@@ -30,3 +30,26 @@ def test_pyproject_has_what_the_registry_publishes():
     assert project["urls"]["Repository"].startswith("https://")
     assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"].startswith(">=")
     assert any(c.startswith("Operating System :: ") for c in project["classifiers"])
+
+
+def imported_modules(path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    return {n.split(".")[0] for n in names}
+
+
+def test_diffusers_is_a_test_dependency_that_nothing_at_runtime_imports():
+    runtime = [PACK_ROOT / "__init__.py"] + [p for folder in ("distill", "nodes", "headless", "corrector_weights")
+                                            for p in (PACK_ROOT / folder).rglob("*.py")]
+    assert [p.name for p in runtime if "diffusers" in imported_modules(p)] == []
+    assert "diffusers" not in requirement_lines()
+    assert "diffusers" in PYPROJECT["project"]["optional-dependencies"]["test"]
+
+
+def test_ci_installs_every_test_dependency():
+    ci = (PACK_ROOT / ".ci" / "run").read_text()
+    installs = next(line.split() for line in ci.splitlines() if line.startswith("pip -r requirements.txt"))
+    assert set(PYPROJECT["project"]["optional-dependencies"]["test"]) <= set(installs)

@@ -43,6 +43,15 @@ def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
+def frontend_widgets(name: str, spec) -> int:
+    """How many values the frontend (1.27.10) saves for a widget input: one, plus its "control after generate"
+    value where it adds one (an INT that declares control_after_generate, or an INT named seed or noise_seed
+    that declares nothing), plus the upload button's value of an image_upload combo."""
+    options = spec[1] if len(spec) > 1 else {}
+    control = options.get("control_after_generate", spec[0] == "INT" and name in ("seed", "noise_seed"))
+    return 1 + bool(control) + bool(options.get("image_upload"))
+
+
 @pytest.fixture(scope="module")
 def object_info(live_server):
     return live_server.get("/object_info").json()
@@ -59,8 +68,8 @@ def test_ui_workflow_matches_object_info(path, object_info):
         info = object_info[n["type"]]
         declared = info["input"]["required"] | info["input"].get("optional", {})
         widgets = [name for name, spec in declared.items() if is_widget(spec)]
-        controls = sum(1 for name in widgets if declared[name][1:] and declared[name][1].get("control_after_generate"))
-        assert len(n["widgets_values"]) == len(widgets) + controls, (path.name, n["type"])
+        extra = sum(frontend_widgets(name, declared[name]) - 1 for name in widgets)
+        assert len(n["widgets_values"]) == len(widgets) + extra, (path.name, n["type"])
         for i in n["inputs"]:
             assert i["name"] in declared and not is_widget(declared[i["name"]]), (n["type"], i["name"])
             assert declared[i["name"]][0] == i["type"], (n["type"], i["name"])
@@ -123,12 +132,17 @@ FAST = {
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def fast_settings(prompt: dict, server) -> list[str]:
+def fast_values(prompt: dict, server) -> dict[str, object]:
+    """FAST for the classes in the prompt, and the folder Train LMC Corrector reads: NODE CLASS.input → value."""
     classes = {n["class_type"] for n in prompt.values()}
-    settings = [f"{k}={v}" for k, v in FAST.items() if k.split(".")[0] in classes]
+    values = {k: v for k, v in FAST.items() if k.split(".")[0] in classes}
     if "DistillTrainLMCCorrector" in classes:
-        settings.append(f"DistillTrainLMCCorrector.folder={server.base / 'input'}")
-    return [arg for s in settings for arg in ("--set", s)]
+        values["DistillTrainLMCCorrector.folder"] = str(server.base / "input")
+    return values
+
+
+def fast_settings(prompt: dict, server) -> list[str]:
+    return [arg for k, v in fast_values(prompt, server).items() for arg in ("--set", f"{k}={v}")]
 
 
 def run_workflow(server, name: str, out) -> subprocess.CompletedProcess:

@@ -1,9 +1,16 @@
 """Writes every shipped workflow twice from one description: UI format (workflows/NAME.json, drag and
-drop, listed in ComfyUI's template browser) and API format (workflows/api/NAME.json, POST /prompt).
+drop, listed in ComfyUI's template browser) and API format (workflows/api/NAME.json, POST /prompt), with
+the same node ids in both.
+
+The UI layout is computed from the graph: four groups left to right, prior (checkpoint and prompts),
+loss, optimize (what is optimized, and the optimizer) and output, and inside each group one column per
+step of data flow, so that every wire runs rightwards. Node sizes follow what the frontend draws
+(measured in the browser: tests/test_browser.py checks that no node overlaps another or hides a widget).
 
     python workflows/build.py
 """
 import json
+import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -26,10 +33,10 @@ IO = {
     "DistillSDSLoss": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                         ("noise", "DISTILL_NOISE"), ("corrector", "LMC_CORRECTOR")], [("loss", "DISTILL_LOSS")]),
     "DistillLMCCorrector": ([], [("corrector", "LMC_CORRECTOR")]),
-    "DistillOptimizeImage": ([("vae", "VAE"), ("loss", "DISTILL_LOSS"), ("image", "IMAGE")],
+    "DistillOptimizeImage": ([("vae", "VAE"), ("loss", "DISTILL_LOSS"), ("image", "IMAGE"), ("mask", "MASK")],
                              [("image", "IMAGE"), ("loss_plot", "IMAGE")]),
     "DistillTrainLMCCorrector": ([("model", "MODEL"), ("unconditional", "CONDITIONING"), ("images", "IMAGE"),
-                                  ("vae", "VAE")], [("corrector", "LMC_CORRECTOR"), ("loss_curve", "IMAGE")]),
+                                  ("vae", "VAE")], [("corrector", "LMC_CORRECTOR"), ("fit_plot", "IMAGE")]),
     "DistillNFSDGuidance": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                              ("nfsd_negative", "CONDITIONING")], [("loss", "DISTILL_LOSS")]),
     "DistillDDIMInvertNoise": ([], [("noise", "DISTILL_NOISE")]),
@@ -41,9 +48,35 @@ IO = {
                         ("target", "CONDITIONING"), ("negative", "CONDITIONING")], [("loss", "DISTILL_LOSS")]),
     "SetLatentNoiseMask": ([("samples", "LATENT"), ("mask", "MASK")], [("LATENT", "LATENT")]),
 }
-SEEDED = {"DistillOptimizeLatent": "seed", "DistillOptimizeImage": "seed"}  # a seed widget adds a control_after_generate value in UI format
+# The frontend adds a "control after generate" widget after every INT input named seed or noise_seed
+# unless the input declares control_after_generate=False, as Train LMC Corrector's does; the UI format
+# holds its value. LoadImage's upload button also keeps a value there.
+SEEDS = ("seed", "noise_seed")
+SEED_WITHOUT_CONTROL = {"DistillTrainLMCCorrector"}
+UI_ONLY_WIDGETS = {"LoadImage": ["image"]}
 TIMESTEPS = {"weighting": "auto", "t_min": 0.02, "t_max": 0.98, "t_schedule": "uniform", "grad_clip": 0.0}
 CORRECTOR = "v1-5-pruned-emaonly_spectral.safetensors"  # what corrector_weights/make_corrector.py names it
+
+# Groups, left to right, and their colours (LiteGraph's group palette).
+GROUPS = {"prior": "#3f789e", "loss": "#a1309b", "optimize": "#b58b2a", "output": "#8A8"}
+OPTIMIZERS = {"DistillOptimizeLatent", "DistillOptimizeImage", "DistillTrainLMCCorrector"}
+PRIOR_OUTPUTS = {"MODEL", "CLIP", "VAE", "CONDITIONING"}
+INPUT_IMAGES = {"LoadImage", "VAEEncode", "SetLatentNoiseMask"}  # the picture being edited, a prior of its own
+LOSS_OUTPUTS = {"DISTILL_LOSS", "DISTILL_NOISE", "LMC_CORRECTOR"}
+
+# Sizes in canvas pixels, measured in the browser (frontend 1.27.10): a node's title bar (30) sits above
+# its box; in the box, from 6 down, a row per slot (20), then a row per widget (24) and 8 below them.
+TITLE, SLOTS_TOP, SLOT, WIDGET, WIDGETS_BOTTOM = 30, 6, 20, 24, 8
+# Nodes whose widgets have a minimum size of their own (multiline text, image preview), as measured.
+MIN_SIZE = {"Note": (210, 88), "CLIPTextEncode": (243, 88), "LoadImage": (214, 326)}
+# Room beyond the minimum for text and images; other nodes are WIDTH wide, or NARROW without widgets.
+ROOM = {"CLIPTextEncode": (380, 110), "LoadImage": (300, 340), "SaveImage": (360, 330),
+        "DistillLMCCorrector": (340, 0), "DistillTrainLMCCorrector": (340, 0)}
+WIDTH, NARROW = 300, 210
+# The note: 10 px monospace text (the frontend's default textarea font), a character 6 px wide, a line 12 high.
+NOTE_WIDTH, NOTE_CHAR, NOTE_PADDING = 640, (6, 12), 40
+PAD, GROUP_TITLE, COLUMN_GAP, ROW_GAP, GROUP_GAP, WIRE_MARGIN = 20, 40, 50, 30, 50, 12
+VIEW_MARGIN = (90, 100)  # where the note's corner lands at 100% zoom: clear of the side bar and the menu
 
 
 def node(type_, widgets=None, links=None, title=None):
@@ -61,18 +94,25 @@ def prompt_nodes(prompt=PROMPT):
 EMPTY = {"empty": node("EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 1})}
 
 
-def output_nodes(steps, lr, start="empty", **settings):
+def saved(name: str, image: tuple[str, int], plot: tuple[str, int], plot_name: str = "loss plot") -> dict:
+    """The result and the optimizer's plot, each saved under a name that says what it is."""
+    prefix = f"score_distillation/{name}"
+    return {"save": node("SaveImage", {"filename_prefix": prefix}, {"images": image}, "result"),
+            "plot": node("SaveImage", {"filename_prefix": f"{prefix}_{plot_name.replace(' ', '_')}"},
+                         {"images": plot}, plot_name)}
+
+
+def output_nodes(name, steps, lr, start="empty", **settings):
     return {
         "opt": node("DistillOptimizeLatent", {"steps": steps, "learning_rate": lr, "optimizer": "adamw",
                                               "lr_schedule": "cosine", "seed": 0, "l2_to_init": 0.0} | settings,
                     {"latent": (start, 0), "loss": ("loss", 0)}),
         "decode": node("VAEDecode", links={"samples": ("opt", 0), "vae": ("ckpt", 2)}),
-        "save": node("SaveImage", {"filename_prefix": "score_distillation"}, {"images": ("decode", 0)}),
-        "plot": node("PreviewImage", links={"images": ("opt", 1)}, title="loss plot"),
-    }
+    } | saved(name, ("decode", 0), ("opt", 1))
 
 
-def editing_nodes(loss_type, widgets, source="a photograph of a cat", target="a photograph of a tiger"):
+def editing_nodes(loss_type, widgets, source="a photograph of a cat", target="a photograph of a tiger",
+                  reference="encode"):
     """A loaded image encoded as the reference (and start), its source prompt, the target prompt, an editing loss."""
     return {
         "ckpt": node("CheckpointLoaderSimple", {"ckpt_name": CHECKPOINT}),
@@ -81,7 +121,7 @@ def editing_nodes(loss_type, widgets, source="a photograph of a cat", target="a 
         "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "negative (empty = unconditional)"),
         "image": node("LoadImage", {"image": "example.png"}),
         "encode": node("VAEEncode", links={"pixels": ("image", 0), "vae": ("ckpt", 2)}),
-        "loss": node(loss_type, widgets, {"model": ("ckpt", 0), "reference": ("encode", 0), "source": ("src", 0),
+        "loss": node(loss_type, widgets, {"model": ("ckpt", 0), "reference": (reference, 0), "source": ("src", 0),
                                           "target": ("tgt", 0), "negative": ("neg", 0)}),
     }
 
@@ -97,7 +137,7 @@ WORKFLOWS = {
         prompt_nodes() | {
             "loss": node("DistillSDSLoss", {"cfg": 100.0} | TIMESTEPS | {"fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0)}),
-        } | EMPTY | output_nodes(500, 0.1)),
+        } | EMPTY | output_nodes("sds_text_to_image", 500, 0.1)),
     "nfsd_text_to_image": (
         "NFSD text-to-image (noise-free score distillation). The third prompt is the paper's NFSD "
         "negative; below threshold 0.2 of the schedule the domain direction is the unconditional "
@@ -108,7 +148,7 @@ WORKFLOWS = {
             "loss": node("DistillNFSDGuidance", {"cfg": 7.5, "threshold": 0.2} | TIMESTEPS,
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "nfsd_negative": ("nfsdneg", 0)}),
-        } | EMPTY | output_nodes(500, 0.1)),
+        } | EMPTY | output_nodes("nfsd_text_to_image", 500, 0.1)),
     "sdi_text_to_image": (
         "SDI text-to-image (score distillation via DDIM inversion), set up as SDI's reference code. DDIM-Invert "
         "Noise replaces SDS's random noise by noise inferred by inverting DDIM (10 steps, cfg -6.5 = the paper's "
@@ -123,7 +163,22 @@ WORKFLOWS = {
                                                                    "fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "noise": ("noise", 0)}),
-        } | EMPTY | output_nodes(500, 0.1)),
+        } | EMPTY | output_nodes("sdi_text_to_image", 500, 0.1)),
+    "train_corrector": (
+        "Train an LMC corrector for the loaded checkpoint. The spectral kind fits in seconds; unet trains the "
+        "paper's small U-Net for `steps`. With no images and no folder the model samples its own latents; "
+        "give a folder of photos like those you will optimize for a better fit. The file lands in "
+        "models/lmc_correctors/ under `filename`; LMC workflows pick it with LMC Corrector.",
+        {
+            "ckpt": node("CheckpointLoaderSimple", {"ckpt_name": CHECKPOINT}),
+            "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "unconditional (empty prompt)"),
+            "train": node("DistillTrainLMCCorrector", {
+                "kind": "spectral", "filename": CORRECTOR, "pairs_per_latent": 64, "steps": 3000, "seed": 0,
+                "folder": "", "image_size": 512, "overwrite": False},
+                {"model": ("ckpt", 0), "unconditional": ("neg", 0), "vae": ("ckpt", 2)}),
+            "fit": node("SaveImage", {"filename_prefix": "score_distillation/train_corrector_fit"},
+                        {"images": ("train", 1)}, "corrector fit"),
+        }),
     "lmc_sds_text_to_image": (
         "LMC-SDS text-to-image. The LMC Corrector models the denoiser's frequency bias, so SDS Loss with a "
         "corrector needs neither cfg 100 nor blurry results: cfg 8 as in the paper, weighting auto (= uniform "
@@ -134,7 +189,7 @@ WORKFLOWS = {
             "loss": node("DistillSDSLoss", {"cfg": 8.0} | TIMESTEPS | {"fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "corrector": ("corrector", 0)}),
-        } | EMPTY | output_nodes(500, 0.1)),
+        } | EMPTY | output_nodes("lmc_sds_text_to_image", 500, 0.1)),
     "lmc_sds_latent_editing": (
         "LMC-SDS editing of a loaded image in latent space. The image is encoded with the checkpoint's VAE, "
         "then pulled towards the prompt (cfg 15, as the paper's editing) while l2_to_init 0.1 keeps it near "
@@ -146,7 +201,7 @@ WORKFLOWS = {
             "loss": node("DistillSDSLoss", {"cfg": 15.0} | TIMESTEPS | {"fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
                           "corrector": ("corrector", 0)}),
-        } | output_nodes(300, 0.02, start="encode", l2_to_init=0.1)),
+        } | output_nodes("lmc_sds_latent_editing", 300, 0.02, start="encode", l2_to_init=0.1)),
     "image_editing": (
         "Pixel-space editing with Optimize Image (LMC-SDS's editing setup): the photo is encoded through the "
         "VAE with gradients every step, whole image at the model's native size for 200 steps, then 2 random "
@@ -163,62 +218,228 @@ WORKFLOWS = {
                 "start": "image", "width": 512, "height": 512, "steps": 500, "learning_rate": 0.02, "lr_end": 0.005,
                 "seed": 0, "l2_to_init": 0.1, "whole_image_steps": 200, "patches": 2, "native_size": 512},
                 {"vae": ("ckpt", 2), "loss": ("loss", 0), "image": ("image", 0)}),
-            "save": node("SaveImage", {"filename_prefix": "score_distillation_edit"}, {"images": ("opt", 0)}),
-            "plot": node("PreviewImage", links={"images": ("opt", 1)}, title="loss plot"),
-        }),
+        } | saved("image_editing", ("opt", 0), ("opt", 1))),
     "dds_editing": (
         "DDS editing (Delta Denoising Score) of a loaded image in latent space. The source prompt describes the "
         "image as it is, the target prompt as it should be; each step compares the target's guidance at the edited "
         "latent with the source's at the original, both noised alike, so what the prompts share stays put. DDS's "
         "settings: cfg 7.5, t in [0.05, 0.95], weighting auto (= uniform, w = 1); 200 steps of AdamW at lr 0.02.",
-        editing_nodes("DistillDDSLoss", DDS) | output_nodes(200, 0.02, start="encode")),
+        editing_nodes("DistillDDSLoss", DDS) | output_nodes("dds_editing", 200, 0.02, start="encode")),
     "pds_editing": (
         "PDS editing (Posterior Distillation Sampling) of a loaded image in latent space: matches the noise a "
         "denoising step would need for the edited latent under the target prompt to the original's under the source "
         "prompt, which pulls the edit back towards the original. The authors' settings: cfg 100, t in [0.02, 0.98], "
         "no weighting (auto = uniform), 500 steps of AdamW at a constant lr 0.1.",
         editing_nodes("DistillPDSLoss", {"cfg": 100.0} | TIMESTEPS)
-        | output_nodes(500, 0.1, start="encode", lr_schedule="constant")),
+        | output_nodes("pds_editing", 500, 0.1, start="encode", lr_schedule="constant")),
     "masked_editing": (
         "Masked editing: only the painted region changes. Paint it on Load Image (right-click, Open in MaskEditor); "
         "Set Latent Noise Mask puts the mask on the latent, which Optimize Latent honours as KSampler does (resized "
         "to the latent, soft edges partly): outside the mask the latent stays the original's exactly (the decoded image "
         "only goes through the VAE). The loss is DDS (cfg 7.5); 200 steps of AdamW at lr 0.02. For pixel-exact edges, "
         "use Optimize Image with the same mask.",
-        editing_nodes("DistillDDSLoss", DDS, target="a photograph of a cat wearing a red knitted hat") | {
+        editing_nodes("DistillDDSLoss", DDS, target="a photograph of a cat wearing a red knitted hat",
+                      reference="masked") | {
             "masked": node("SetLatentNoiseMask", links={"samples": ("encode", 0), "mask": ("image", 1)}),
-        } | output_nodes(200, 0.02, start="masked")),
-    "train_corrector": (
-        "Train an LMC corrector for the loaded checkpoint. The spectral kind fits in seconds; unet trains the "
-        "paper's small U-Net for `steps`. With no images and no folder the model samples its own latents; "
-        "give a folder of photos like those you will optimize for a better fit. The file lands in "
-        "models/lmc_correctors/ under `filename`; LMC workflows pick it with LMC Corrector.",
-        {
-            "ckpt": node("CheckpointLoaderSimple", {"ckpt_name": CHECKPOINT}),
-            "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "unconditional (empty prompt)"),
-            "train": node("DistillTrainLMCCorrector", {
-                "kind": "spectral", "filename": CORRECTOR, "pairs_per_latent": 64, "steps": 3000, "seed": 0,
-                "folder": "", "image_size": 512}, {"model": ("ckpt", 0), "unconditional": ("neg", 0),
-                                                   "vae": ("ckpt", 2)}),
-            "curve": node("PreviewImage", links={"images": ("train", 1)}, title="loss curve"),
-        }),
+        } | output_nodes("masked_editing", 200, 0.02, start="masked")),
 }
 
 
 def api_format(graph: dict) -> dict:
-    ids = {key: str(i) for i, key in enumerate(k for k, n in graph.items() if n["type"] != "Note")}
+    ids = node_ids(graph)
     out = {}
     for key, n in graph.items():
-        if n["type"] == "Note":
-            continue
-        inputs = dict(n["widgets"]) | {name: [ids[src], slot] for name, (src, slot) in n["links"].items()}
-        out[ids[key]] = {"class_type": n["type"], "inputs": inputs} | ({"_meta": {"title": n["title"]}} if n["title"] else {})
+        inputs = dict(n["widgets"]) | {name: [str(ids[src]), slot] for name, (src, slot) in n["links"].items()}
+        meta = {"_meta": {"title": n["title"]}} if n["title"] else {}
+        out[str(ids[key])] = {"class_type": n["type"], "inputs": inputs} | meta
     return out
 
 
+def node_ids(graph: dict) -> dict[str, int]:
+    """The id of every node in both formats: 1 is the UI format's note, the graph's nodes follow in order."""
+    return {key: i + 2 for i, key in enumerate(graph)}
+
+
+def ui_widgets(n: dict) -> list:
+    """widgets_values as the frontend saves them: a control value after every seed that has one, then
+    the values of widgets that exist only in the frontend."""
+    values = []
+    for name, value in n["widgets"].items():
+        values.append(value)
+        if name in SEEDS and n["type"] not in SEED_WITHOUT_CONTROL:
+            values.append("fixed")
+    return values + UI_ONLY_WIDGETS.get(n["type"], [])
+
+
+def min_size(n: dict) -> tuple[int, int]:
+    """The smallest box the frontend draws the node in: the measured table, else its rule for plain widgets."""
+    if n["type"] in MIN_SIZE:
+        return MIN_SIZE[n["type"]]
+    link_inputs, outputs = IO[n["type"]]
+    widgets = len(ui_widgets(n))
+    slots = SLOTS_TOP + SLOT * max(len(link_inputs), len(outputs))
+    return 210, slots + (WIDGET * widgets + WIDGETS_BOTTOM if widgets else 0)
+
+
+def size(n: dict) -> tuple[int, int]:
+    (w, h), (room_w, room_h) = min_size(n), ROOM.get(n["type"], (WIDTH if n["widgets"] else NARROW, 0))
+    return max(w, room_w), max(h, room_h)
+
+
+def roles(graph: dict) -> dict[str, str]:
+    """Each node's group. By what it outputs: the model, its conditioning and loaded images are the prior;
+    losses and their parts the loss; the optimizer with what it starts from is optimize; what follows it, output.
+    A node feeding an earlier group joins that group, so that every wire runs rightwards."""
+    downstream = {key: False for key in graph}
+    for key in topological(graph):
+        downstream[key] = any(graph[src]["type"] in OPTIMIZERS or downstream[src]
+                              for src, _ in graph[key]["links"].values())
+    role = {}
+    for key, n in graph.items():
+        outputs = {type_ for _, type_ in IO[n["type"]][1]}
+        role[key] = ("optimize" if n["type"] in OPTIMIZERS
+                     else "prior" if outputs & PRIOR_OUTPUTS or n["type"] in INPUT_IMAGES
+                     else "loss" if outputs & LOSS_OUTPUTS else "output" if downstream[key] else "optimize")
+    order = list(GROUPS)
+    for key in reversed(topological(graph)):
+        for src, _ in graph[key]["links"].values():
+            if order.index(role[src]) > order.index(role[key]):
+                role[src] = role[key]
+    return role
+
+
+def topological(graph: dict) -> list[str]:
+    done: list[str] = []
+
+    def visit(key):
+        if key not in done:
+            for src, _ in graph[key]["links"].values():
+                visit(src)
+            done.append(key)
+
+    for key in graph:
+        visit(key)
+    return done
+
+
+def columns(graph: dict, members: list[str]) -> dict[str, int]:
+    """Column of each node inside its group: one more than its latest input from the group. A node with no
+    input from the group sits just left of its first consumer there, or in the last column if it has none."""
+    inside = set(members)
+    column = {}
+    for key in topological(graph):
+        if key in inside:
+            column[key] = 1 + max((column[src] for src, _ in graph[key]["links"].values() if src in inside), default=-1)
+    last = max(column.values())
+    for key in reversed(topological(graph)):
+        if key in inside and not any(src in inside for src, _ in graph[key]["links"].values()):
+            consumers = [column[k] for k in members if any(src == key for src, _ in graph[k]["links"].values())]
+            column[key] = min(consumers) - 1 if consumers else last
+    for key in members:
+        if not any(src == key for k in members for src, _ in graph[k]["links"].values()):
+            column[key] = last
+    return column
+
+
+def layout(graph: dict, note: dict) -> tuple[dict[str, list[int]], list[dict], dict]:
+    """Positions of every node, the groups around them, and the view the workflow opens at."""
+    role = roles(graph)
+    top = note_height(note["widgets"]["text"]) + TITLE + GROUP_GAP
+    pos, stacks, spans = {}, [], []
+    x = 0
+    for name in GROUPS:
+        members = [key for key in graph if role[key] == name]
+        if not members:
+            continue
+        column = columns(graph, members)
+        x_col = x + PAD
+        for c in sorted(set(column.values())):
+            stack = sorted((k for k in members if column[k] == c),
+                           key=lambda k: (-reach(graph, k, role), barycenter(graph, k, pos)))
+            y = top + GROUP_TITLE + TITLE
+            for key in stack:
+                pos[key] = [x_col, y]
+                y += size(graph[key])[1] + TITLE + ROW_GAP
+            stacks.append(stack)
+            x_col += max(size(graph[k])[0] for k in stack) + COLUMN_GAP
+        spans.append((name, members, x, x_col - COLUMN_GAP + PAD))
+        x = x_col - COLUMN_GAP + PAD + GROUP_GAP
+    clear_wires(graph, pos, stacks)
+    groups = []
+    for i, (name, members, left, right) in enumerate(spans):
+        bottom = max(pos[k][1] + size(graph[k])[1] for k in members) + PAD
+        groups.append({"id": i + 1, "title": name, "bounding": [left, top, right - left, bottom - top],
+                       "color": GROUPS[name], "font_size": 24, "flags": {}})
+    pos["note"] = [0, 0]
+    view = {"ds": {"scale": 1, "offset": [VIEW_MARGIN[0], VIEW_MARGIN[1] + TITLE]}}
+    return pos, groups, view
+
+
+def reach(graph: dict, key: str, role: dict) -> int:
+    """The furthest group the node feeds, through the nodes of its own group: a column stacks those first, so
+    that long wires run along the top."""
+    consumers = [k for k, n in graph.items() if any(src == key for src, _ in n["links"].values())]
+    return max((reach(graph, k, role) if role[k] == role[key] else list(GROUPS).index(role[k]) for k in consumers),
+               default=list(GROUPS).index(role[key]))
+
+
+def barycenter(graph: dict, key: str, pos: dict) -> float:
+    """Mean height of the output slots feeding the node, for ordering a column so that wires cross less."""
+    ys = [pos[src][1] + SLOT * slot for src, slot in graph[key]["links"].values() if src in pos]
+    return sum(ys) / len(ys) if ys else float("inf")
+
+
+def wire(graph: dict, pos: dict, src: str, slot: int, dst: str, name: str, samples: int = 48) -> list[tuple]:
+    """Points along a link as the frontend draws it: a cubic spline leaving the output slot rightwards and
+    entering the input slot from the left, its handles a quarter of the distance long."""
+    x0, y0 = pos[src][0] + size(graph[src])[0], pos[src][1] + SLOT * (slot + 0.7)
+    x1, y1 = pos[dst][0], pos[dst][1] + SLOT * ([i for i, _ in IO[graph[dst]["type"]][0]].index(name) + 0.7)
+    handle = 0.25 * ((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5
+    xs, ys = (x0, x0 + handle, x1 - handle, x1), (y0, y0, y1, y1)
+    return [tuple(sum(c * b for c, b in zip(coords, ((1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3)))
+                  for coords in (xs, ys)) for t in (i / samples for i in range(samples + 1))]
+
+
+def clear_wires(graph: dict, pos: dict, stacks: list[list[str]], rounds: int = 200) -> None:
+    """Move nodes down their column until no wire runs under a node it does not connect to."""
+    for _ in range(rounds):
+        blocked = first_under_a_wire(graph, pos, stacks)
+        if blocked is None:
+            return
+        stack, i, lowest = blocked
+        shift = round(lowest + WIRE_MARGIN + TITLE + 1 - pos[stack[i]][1])
+        for key in stack[i:]:
+            pos[key][1] += shift
+    raise RuntimeError("workflow layout: wires still run under nodes; reorder the description")
+
+
+def first_under_a_wire(graph: dict, pos: dict, stacks: list[list[str]]) -> tuple[list[str], int, float] | None:
+    """The column and index of the first node (title bar included) that a wire of other nodes crosses, and
+    the lowest point of those wires over it; None when no wire crosses a node."""
+    lines = [(src, key, wire(graph, pos, src, slot, key, name))
+             for key, n in graph.items() for name, (src, slot) in n["links"].items()]
+    for stack in stacks:
+        for i, key in enumerate(stack):
+            (x, y), (w, h) = pos[key], size(graph[key])
+            under = [py for src, dst, line in lines if key not in (src, dst) for px, py in line
+                     if x <= px <= x + w and y - TITLE - WIRE_MARGIN <= py <= y + h + WIRE_MARGIN]
+            if under:
+                return stack, i, max(under)
+    return None
+
+
+def note_height(text: str) -> int:
+    """Tall enough to show all of the note's text, wrapped at word ends as the browser does, and a line more."""
+    chars = (NOTE_WIDTH - NOTE_PADDING) // NOTE_CHAR[0]
+    lines = sum(len(textwrap.wrap(paragraph, chars)) or 1 for paragraph in text.split("\n")) + 1
+    return max(lines * NOTE_CHAR[1] + NOTE_PADDING, MIN_SIZE["Note"][1])
+
+
 def ui_format(note: str, graph: dict) -> dict:
-    graph = {"note": node("Note", {"text": note}, title="About this workflow")} | graph
-    ids = {key: i + 1 for i, key in enumerate(graph)}
+    ids = node_ids(graph) | {"note": 1}
+    note_node = node("Note", {"text": note}, title="About this workflow")
+    pos, groups, view = layout(graph, note_node)
+    graph = {"note": note_node} | graph
     links, nodes = [], []
     outgoing: dict[tuple[str, int], list[int]] = {}
     for key, n in graph.items():
@@ -227,25 +448,21 @@ def ui_format(note: str, graph: dict) -> dict:
             to_slot = [i for i, _ in IO[n["type"]][0]].index(name)
             links.append([link_id, ids[src], slot, ids[key], to_slot, IO[graph[src]["type"]][1][slot][1]])
             outgoing.setdefault((src, slot), []).append(link_id)
-    for order, (key, n) in enumerate(graph.items()):
+    for order, key in enumerate(sorted(graph, key=ids.get)):
+        n = graph[key]
         link_inputs, outputs = IO[n["type"]]
         link_of = {link_inputs[slot][0]: lid for lid, _, _, to, slot, _ in links if to == ids[key]}
-        widgets = list(n["widgets"].values())
-        if n["type"] in SEEDED:
-            pos = list(n["widgets"]).index(SEEDED[n["type"]]) + 1
-            widgets.insert(pos, "fixed")
-        column = order % 4
+        box = [NOTE_WIDTH, note_height(note)] if key == "note" else list(size(n))
         nodes.append({
-            "id": ids[key], "type": n["type"], "pos": [40 + 380 * column, 40 + 260 * (order // 4)],
-            "size": [340, 220], "flags": {}, "order": order, "mode": 0,
+            "id": ids[key], "type": n["type"], "pos": pos[key], "size": box, "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": name, "type": type_, "link": link_of.get(name)} for name, type_ in link_inputs],
             "outputs": [{"name": name, "type": type_, "links": outgoing.get((key, slot), []), "slot_index": slot}
                         for slot, (name, type_) in enumerate(outputs)],
             "properties": {"Node name for S&R": n["type"]},
-            "widgets_values": widgets,
+            "widgets_values": ui_widgets(n),
         } | ({"title": n["title"]} if n["title"] else {}))
     return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links,
-            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+            "groups": groups, "config": {}, "extra": view, "version": 0.4}
 
 
 def write(folder: Path = HERE) -> None:
