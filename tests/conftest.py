@@ -35,7 +35,8 @@ def comfy():
 @pytest.fixture(scope="session")
 def live_server(comfy, tmp_path_factory):
     """A headless ComfyUI with the pack, the test nodes, a tiny SD1.5 checkpoint file under the name the
-    shipped workflows load, and input/example.png (the image the editing workflows load). `server.outside`
+    shipped workflows load, input/example.png (the image the editing workflows load) and a copy in
+    input/corrector_photos/ (the folder the train_corrector runs read). `server.outside`
     is a folder beside its base directory whose every file access the server logs to `server.watch_log`."""
     import json
 
@@ -54,6 +55,8 @@ def live_server(comfy, tmp_path_factory):
     (base / "input").mkdir()
     pixels = np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(base / "input" / "example.png")
+    (base / "input" / "corrector_photos").mkdir()
+    Image.fromarray(pixels).save(base / "input" / "corrector_photos" / "example.png")
     watch_log = base / "watch.log"
     server = Server(base, env={"DISTILL_TEST_WATCH": str(outside), "DISTILL_TEST_WATCH_LOG": str(watch_log)})
     server.outside, server.watch_log = outside, watch_log
