@@ -35,9 +35,10 @@ def comfy():
 @pytest.fixture(scope="session")
 def live_server(comfy, tmp_path_factory):
     """A headless ComfyUI with the pack, the test nodes, a tiny SD1.5 checkpoint file under the name the
-    shipped workflows load, and input/example.png (the image the editing workflows load, its right half painted
-    as the masked-editing workflow's mask). `server.outside` is a folder beside its base directory whose every
-    file access the server logs to `server.watch_log`."""
+    shipped workflows load, input/example.png (the image the editing workflows load, its right half painted
+    as the masked-editing workflow's mask) and a copy in input/corrector_photos/ (the folder the train_corrector
+    runs read). `server.outside` is a folder beside its base directory whose every file access the server logs
+    to `server.watch_log`."""
     import json
 
     import numpy as np
@@ -57,6 +58,8 @@ def live_server(comfy, tmp_path_factory):
     pixels[..., 3] = 255
     pixels[:, 48:, 3] = 0  # the MaskEditor's paint: transparent, Load Image's mask 1 there
     Image.fromarray(pixels).save(base / "input" / "example.png")
+    (base / "input" / "corrector_photos").mkdir()
+    Image.fromarray(pixels).save(base / "input" / "corrector_photos" / "example.png")
     watch_log = base / "watch.log"
     server = Server(base, env={"DISTILL_TEST_WATCH": str(outside), "DISTILL_TEST_WATCH_LOG": str(watch_log)})
     server.outside, server.watch_log = outside, watch_log

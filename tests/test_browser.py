@@ -176,8 +176,8 @@ def queue_from_browser(page, server, name: str, values: dict[str, object]) -> di
 
 def run_values(name: str, server) -> dict[str, object]:
     """Small settings that take every path of the workflow in seconds, and the corrector made in the browser."""
-    return fast_values(twin(name), server) | {"DistillLMCCorrector.corrector_name": BROWSER_CORRECTOR,
-                                              "DistillTrainLMCCorrector.filename": BROWSER_CORRECTOR}
+    return fast_values(twin(name)) | {"DistillLMCCorrector.corrector_name": BROWSER_CORRECTOR,
+                                      "DistillTrainLMCCorrector.filename": BROWSER_CORRECTOR}
 
 
 @pytest.fixture(scope="module")

@@ -105,19 +105,22 @@ def test_template_browser_lists_every_ui_workflow_and_serves_it(live_server):
 
 
 @pytest.mark.comfyui
-def test_server_accepts_every_api_workflow_as_shipped(live_server):
-    """Each file is validated by POST /prompt while a long prompt holds the queue; none of them runs."""
+def test_server_accepts_every_api_workflow_as_shipped(live_server, trained):
+    """Each file is validated by POST /prompt while a long prompt holds the queue; none of them runs. The LMC
+    workflows' corrector is the one the train_corrector workflow made."""
     blocker = live_server.queue(tiny_sds_prompt(steps=10000))
-    while blocker not in live_server.running():
-        time.sleep(0.1)
     queued = []
-    for path in API:
-        r = live_server.post("/prompt", {"prompt": json.loads(path.read_text())})
-        assert r.ok and r.json()["node_errors"] == {}, (path.name, r.text)
-        queued.append(r.json()["prompt_id"])
-    live_server.post("/queue", {"delete": queued})
-    live_server.post("/interrupt", {"prompt_id": blocker})
-    live_server.wait(blocker)
+    try:
+        while blocker not in live_server.running():
+            time.sleep(0.1)
+        for path in API:
+            r = live_server.post("/prompt", {"prompt": json.loads(path.read_text())})
+            assert r.ok and r.json()["node_errors"] == {}, (path.name, r.text)
+            queued.append(r.json()["prompt_id"])
+    finally:
+        live_server.post("/queue", {"delete": queued})
+        live_server.post("/interrupt", {"prompt_id": blocker})
+        live_server.wait(blocker)
     history = live_server.get("/history").json()
     assert not set(queued) & set(history)
 
@@ -132,24 +135,24 @@ FAST = {
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def fast_values(prompt: dict, server) -> dict[str, object]:
+def fast_values(prompt: dict) -> dict[str, object]:
     """FAST for the classes in the prompt, and the folder Train LMC Corrector reads: NODE CLASS.input → value."""
     classes = {n["class_type"] for n in prompt.values()}
     values = {k: v for k, v in FAST.items() if k.split(".")[0] in classes}
     if "DistillTrainLMCCorrector" in classes:
-        values["DistillTrainLMCCorrector.folder"] = str(server.base / "input")
+        values["DistillTrainLMCCorrector.folder"] = "corrector_photos"
     return values
 
 
-def fast_settings(prompt: dict, server) -> list[str]:
-    return [arg for k, v in fast_values(prompt, server).items() for arg in ("--set", f"{k}={v}")]
+def fast_settings(prompt: dict) -> list[str]:
+    return [arg for k, v in fast_values(prompt).items() for arg in ("--set", f"{k}={v}")]
 
 
 def run_workflow(server, name: str, out) -> subprocess.CompletedProcess:
     """The pack's headless runner on workflows/api/NAME.json with FAST settings."""
     path = WORKFLOWS / "api" / f"{name}.json"
     command = [sys.executable, "-m", "headless", str(path), "--server", server.address, "--out", str(out)]
-    return subprocess.run(command + fast_settings(json.loads(path.read_text()), server), cwd=PACK_ROOT,
+    return subprocess.run(command + fast_settings(json.loads(path.read_text())), cwd=PACK_ROOT,
                           capture_output=True, text=True, timeout=600)
 
 
