@@ -324,7 +324,9 @@ def topological(graph: dict) -> list[str]:
 
 def columns(graph: dict, members: list[str]) -> dict[str, int]:
     """Column of each node inside its group: one more than its latest input from the group. A node with no
-    input from the group sits just left of its first consumer there, or in the last column if it has none."""
+    input from the group sits just left of its first consumer there. A node whose outputs all leave the group
+    sits in its last column, so that its wires pass under no node of the group, but a node with no inputs at
+    all (a loaded image) starts the group, where a person looks for what the workflow starts from."""
     inside = set(members)
     column = {}
     for key in topological(graph):
@@ -337,7 +339,7 @@ def columns(graph: dict, members: list[str]) -> dict[str, int]:
             column[key] = min(consumers) - 1 if consumers else last
     for key in members:
         if not any(src == key for k in members for src, _ in graph[k]["links"].values()):
-            column[key] = last
+            column[key] = last if graph[key]["links"] else 0
     return column
 
 
