@@ -72,12 +72,17 @@ def dds(reference: Tensor, cfg: float = 7.5, weighting: str = "auto", t_min: flo
                              t_schedule=t_schedule, grad_clip=grad_clip)
 
 
-def pds(reference: Tensor, cfg: float = 100.0, weighting: str = "auto", t_min: float = 0.02, t_max: float = 0.98,
-        t_schedule: str = "uniform", grad_clip: float = 0.0) -> ScoreDistillation:
-    """PDS as its authors run it: cfg 100, t ∈ [0.02, 0.98], no w(t) ("auto" = uniform); branches as ``dds``."""
+def check_pds_t_min(t_min: float) -> None:
+    """PDS compares each level t with the one a step of its grid below: t_min must leave such a level."""
     if t_min < 1 / PDS_GRID:
         raise ValueError(f"t_min ({t_min}) must be at least {1 / PDS_GRID} for PDS: it compares each level t with "
                          f"the one a step of its {PDS_GRID}-level grid below (0.02 is PDS's own).")
+
+
+def pds(reference: Tensor, cfg: float = 100.0, weighting: str = "auto", t_min: float = 0.02, t_max: float = 0.98,
+        t_schedule: str = "uniform", grad_clip: float = 0.0) -> ScoreDistillation:
+    """PDS as its authors run it: cfg 100, t ∈ [0.02, 0.98], no w(t) ("auto" = uniform); branches as ``dds``."""
+    check_pds_t_min(t_min)
     return ScoreDistillation(direction=pds_direction, reference=reference, cfg=cfg,
                              weighting="uniform" if weighting == "auto" else weighting, t_min=t_min, t_max=t_max,
                              t_schedule=t_schedule, grad_clip=grad_clip)

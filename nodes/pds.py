@@ -30,7 +30,13 @@ class PDSLoss(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, t_min: float, t_max: float) -> bool | str:
-        return widget_message(cls, t_min=t_min, t_max=t_max) or check_timesteps(t_min, t_max)
+        problem = widget_message(cls, t_min=t_min, t_max=t_max) or check_timesteps(t_min, t_max)
+        if problem is True and t_min is not None:
+            try:
+                recipes.check_pds_t_min(t_min)
+            except ValueError as error:
+                return str(error)
+        return problem
 
     @classmethod
     def execute(cls, model, reference, source, target, negative, cfg, weighting, t_min, t_max, t_schedule,
