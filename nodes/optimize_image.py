@@ -84,7 +84,7 @@ class OptimizeImage(io.ComfyNode):
         check_finite("image", pixels)
         if mask is not None:
             mask = comfy.utils.reshape_mask(check_mask_input(mask, len(pixels)), pixels.shape).to(pixels)
-            check_mask("mask", mask)
+            check_mask("mask: it", mask)
         settings = Settings(steps=steps, lr=learning_rate, optimizer="adam", lr_schedule="cosine",
                             l2_to_init=l2_to_init, seed=seed, lr_end=min(lr_end, learning_rate), clamp=(0.0, 1.0))
         schedule = PatchSchedule(native_size, whole_image_steps, patches)

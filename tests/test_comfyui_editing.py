@@ -121,7 +121,7 @@ def test_pixel_space_editing_with_a_mask_through_both_phases(name):
 
 def test_an_all_zero_image_mask_is_refused_naming_it():
     image = torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(7))
-    with pytest.raises(ValueError, match="mask is zero everywhere"):
+    with pytest.raises(ValueError, match="mask: it is zero everywhere"):
         optimize_image(sds_loss(tiny_model("eps")), image, tiny_vae(), mask=torch.zeros(1, 64, 64))
 
 
