@@ -99,6 +99,45 @@ def optimize_image(shape="1,64,64,3", **inputs) -> dict:
     return prompt
 
 
+def editing(loss: str = "DistillDDSLoss", reference=None, **inputs) -> dict:
+    """An editing loss (DDS or PDS) on the tiny model: the empty latent as reference and start, a third
+    conditioning as the source prompt."""
+    prompt = optimize_latent()
+    prompt["9"] = {"class_type": "DistillTestConditioning", "inputs": {"seed": 3}}
+    prompt["4"] = {"class_type": loss, "inputs": {
+        "model": ["1", 0], "reference": ["5", 0], "source": ["9", 0], "target": ["2", 0], "negative": ["3", 0],
+        "cfg": 7.5, "weighting": "auto", "t_min": 0.05, "t_max": 0.95, "t_schedule": "uniform",
+        "grad_clip": 0.0} | inputs}
+    if reference is not None:
+        prompt["4"]["inputs"]["reference"] = ["13", 0]
+        prompt["13"] = {"class_type": "DistillTestShapedLatent", "inputs": {"shape": reference}}
+    return prompt
+
+
+def pds(**inputs) -> dict:
+    return editing("DistillPDSLoss", **{"cfg": 100.0, "t_min": 0.02, "t_max": 0.98} | inputs)
+
+
+def mask_node(value=None, shape: str | None = None) -> dict:
+    """A MASK: Solid Mask of `value` at 64×64, or the red channel of a test image of `shape` [B, H, W, C]."""
+    if shape is None:
+        return {"14": {"class_type": "SolidMask", "inputs": {"value": value, "width": 64, "height": 64}}}
+    return {"14": {"class_type": "ImageToMask", "inputs": {"image": ["15", 0], "channel": "red"}},
+            "15": {"class_type": "DistillTestShapedImage", "inputs": {"shape": shape}}}
+
+
+def masked_image(value=None, shape: str | None = None) -> dict:
+    """Optimize Image with its optional mask connected."""
+    return optimize_image(mask=["14", 0]) | mask_node(value, shape)
+
+
+def masked_latent(value=None, shape: str | None = None) -> dict:
+    """Optimize Latent starting from a latent with a noise_mask (Set Latent Noise Mask)."""
+    prompt = optimize_latent(latent=["16", 0]) | mask_node(value, shape)
+    prompt["16"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["5", 0], "mask": ["14", 0]}}
+    return prompt
+
+
 def without(prompt: dict, node: str, name: str) -> dict:
     prompt = json.loads(json.dumps(prompt))
     del prompt[node]["inputs"][name]
@@ -224,6 +263,42 @@ CASES = [
     Case("image-width-0", optimize_image(start="grey", width=0), "width", "smaller than min of 64", "prompt"),
     Case("image-native-size-huge", optimize_image(native_size=10**9), "native_size",
          "bigger than max of 4096", "prompt"),
+    Case("image-mask-zero", masked_image(0.0), "mask", "mask: it is zero everywhere, so nothing would change", "run"),
+    Case("image-mask-nan", masked_image(NAN), "mask", "mask: it contains NaN or infinite values", "run"),
+    Case("image-mask-3-for-1-image", masked_image(shape="3,64,64,3"), "mask", "mask: it holds 3 masks for 1 image",
+         "run"),
+    # Optimize Latent's noise mask (Set Latent Noise Mask)
+    Case("latent-noise-mask-zero", masked_latent(0.0), "latent",
+         r"latent: its noise_mask, resized to the latent .* is zero everywhere", "run"),
+    Case("latent-noise-mask-nan", masked_latent(NAN), "latent",
+         r"latent: its noise_mask, resized to the latent .* contains NaN", "run"),
+    Case("latent-noise-mask-3-for-1-latent", masked_latent(shape="3,64,64,3"), "latent",
+         "latent: its noise_mask: it holds 3 masks for 1 image", "run"),
+    # DDS Loss
+    Case("dds-cfg-nan", editing(cfg=NAN), "cfg", "cfg: nan is not a finite number; set a number from 1.0 to 200.0",
+         "run"),
+    Case("dds-cfg-1e9", editing(cfg=1e9), "cfg", "bigger than max of 200.0", "prompt"),
+    Case("dds-cfg-0", editing(cfg=0.0), "cfg", "smaller than min of 1.0", "prompt"),
+    Case("dds-t-reversed", editing(t_min=0.9, t_max=0.1), "t_min", r"t_min \(0.9\) must be below t_max \(0.1\)",
+         "prompt"),
+    Case("dds-t-equal", editing(t_min=0.5, t_max=0.5), "t_min", r"t_min \(0.5\) must be below t_max \(0.5\)",
+         "prompt"),
+    Case("dds-weighting-bogus", editing(weighting="bogus"), "weighting", "weighting: 'bogus' is not one of", "run"),
+    Case("dds-reference-8-channels", editing(reference="1,8,16,16"), "reference",
+         r"reference: this latent has 8 channels \(shape \[1, 8, 16, 16\]\)", "run"),
+    Case("dds-reference-3d", editing(reference="4,16,16"), "reference",
+         r"reference: its samples are a 3-D tensor of shape \[4, 16, 16\]", "run"),
+    Case("dds-source-missing", without(editing(), "4", "source"), "source", "Required input is missing", "prompt"),
+    # PDS Loss
+    Case("pds-t-min-without-a-level-below", pds(t_min=0.001), "t_min",
+         r"t_min \(0.001\) must be at least 0.002 for PDS", "prompt"),
+    Case("pds-t-reversed", pds(t_min=0.9, t_max=0.1), "t_min", r"t_min \(0.9\) must be below t_max \(0.1\)",
+         "prompt"),
+    Case("pds-cfg-nan", pds(cfg=NAN), "cfg", "cfg: nan is not a finite number", "run"),
+    Case("pds-grad-clip-linked-nan", linked(pds(), "4", "grad_clip", NAN), "grad_clip",
+         "grad_clip: nan is not a finite", "run"),
+    Case("pds-reference-8-channels", pds(reference="1,8,16,16"), "reference",
+         r"reference: this latent has 8 channels", "run"),
 ]
 
 
@@ -326,7 +401,8 @@ def test_there_are_at_least_40_cases_across_every_pack_node():
     classes = {n["class_type"] for case in CASES for n in case.prompt.values()}
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert {"DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
-            "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage"} <= classes
+            "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage", "DistillDDSLoss",
+            "DistillPDSLoss", "SetLatentNoiseMask"} <= classes
 
 
 def error_of(server, prompt: dict, at: str) -> tuple[str, set[str]]:
