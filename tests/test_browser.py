@@ -13,7 +13,7 @@ import pytest
 from browser import Browser, find_chromium
 from comfy_harness import PACK_NAME, PACK_ROOT
 from frontend import drop, graph, next_frame, open_comfyui, open_dialogs, set_widget
-from test_workflows import fast_values
+from test_workflows import fast_values, load_build
 
 WORKFLOWS = PACK_ROOT / "workflows"
 UI = sorted(WORKFLOWS.glob("*.json"))
@@ -222,6 +222,10 @@ def readme_gallery() -> list[str]:
     for n in names:
         assert f"](workflows/{n}.jpg)" in gallery, f"README gallery: {n} has no screenshot"
     return names
+
+
+def test_readme_gallery_shows_every_workflow_in_the_order_build_py_describes_them():
+    assert readme_gallery() == list(load_build().WORKFLOWS)
 
 
 def test_template_browser_serves_a_jpeg_thumbnail_beside_every_workflow(live_server):

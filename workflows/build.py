@@ -2,7 +2,7 @@
 drop, listed in ComfyUI's template browser) and API format (workflows/api/NAME.json, POST /prompt), with
 the same node ids in both.
 
-The UI layout is computed from the graph: four groups left to right, prior (checkpoint and prompts),
+The UI layout is computed from the graph: four groups left to right, prior (checkpoint, prompts, a loaded image),
 loss, optimize (what is optimized, and the optimizer) and output, and inside each group one column per
 step of data flow, so that every wire runs rightwards. Node sizes follow what the frontend draws
 (measured in the browser: tests/test_browser.py checks that no node overlaps another or hides a widget).
