@@ -119,8 +119,9 @@ def check_mask_input(mask, batch: int, input_name: str = "mask") -> Tensor:
         raise ValueError(f"{input_name}: it is {describe(mask)}; a mask is [height, width] or [batch, height, width]. "
                          "Connect a mask: Load Image's MASK output, Solid Mask, or Set Latent Noise Mask's.")
     if mask.ndim > 2 and len(mask) not in (1, batch):
-        raise ValueError(f"{input_name}: it holds {len(mask)} masks for {batch} images; give one mask for all of "
-                         "them or one per image.")
+        images = f"{batch} image{'s' if batch != 1 else ''}"
+        raise ValueError(f"{input_name}: it holds {len(mask)} masks for {images}; give one mask for all of them or "
+                         "one per image.")
     return mask
 
 
