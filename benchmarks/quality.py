@@ -5,10 +5,10 @@ distill.mixture): its denoiser is exact, so what a method does here is the metho
 Each method runs as its node builds it, at its shipped workflow's settings, for every class (prompt), from
 a random N(0, I) and from a zero (Empty Latent Image) start, a batch of seeds each; DDIM sampling on the
 same prior is the reference. Scores are relative to the class's real images (distill.quality; 1 = like
-the data); "held-out data" are new images of the same classes. Editing: held-out images of each class are
-edited toward the next class (source prompt = their class, target prompt = the next) by DDS and PDS at their
-workflows' settings, and by SDS (cfg 100, its default) with the same target at each of those settings; scored
-by the distance to the source image and against the target class. Needs only torch (and Pillow for the grid).
+the data); "held-out data" are new images of the same classes. Editing: images of each class, the prior's own
+and held-out ones, are edited toward the next class (source prompt = their class, target prompt = the next) by
+DDS and PDS at their workflows' settings, and by SDS (cfg 100, its default) with the same target at each of
+those settings; scored by the distance to the source image and against the target class. Needs only torch (and Pillow for the grid).
 
     python benchmarks/quality.py [--seeds 8] [--steps 500] [--explain] [--out benchmarks/out/quality_grid.png]
 
@@ -86,26 +86,25 @@ def editing_prior(source: str, target: str) -> MixtureDenoiser:
     return MixtureDenoiser({"positive": TRAIN.of(target), "source": TRAIN.of(source), "negative": TRAIN.images}, WIDTH)
 
 
-def edit(method, seeds: int, scale: float) -> dict[str, torch.Tensor]:
-    """Held-out images of every class edited toward the next class, one seed per image; keyed by the target."""
+def sources(data, seeds: int) -> dict[str, torch.Tensor]:
+    """The images to edit: seeds images of every class of data, keyed by their target."""
+    return {target: data.of(source)[:seeds] for source, target in EDIT_TARGET.items()}
+
+
+def edit(method, originals: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """Every class's images edited toward the next class, one seed per image; keyed by the target."""
     loss_of, settings = method
     out = {}
     for k, (source, target) in enumerate(EDIT_TARGET.items()):
-        images = HELD_OUT.of(source)[:seeds]
         settings_k = replace(settings, steps=max(1, round(settings.steps * scale)), seed=k)
+        images = originals[target]
         out[target] = optimize(images, loss_of(images), editing_prior(source, target), settings_k)[0]
     return out
 
 
-def sources(seeds: int) -> dict[str, torch.Tensor]:
-    """The images being edited, keyed by their target."""
-    return {target: HELD_OUT.of(source)[:seeds] for source, target in EDIT_TARGET.items()}
-
-
-def edit_scores(out: dict[str, torch.Tensor], seeds: int) -> tuple[float, Scores]:
+def edit_scores(out: dict[str, torch.Tensor], originals: dict[str, torch.Tensor]) -> tuple[float, Scores]:
     """The median distance to the source (in the source class's neighbour units) and the scores against the
     target class, each averaged over the pairs."""
-    originals = sources(seeds)
     distance = [distance_to_source(out[t], originals[t], TRAIN.of(s)).median().item() for s, t in EDIT_TARGET.items()]
     return sum(distance) / len(distance), mean_scores([scores(out[t], TRAIN, t) for t in EDIT_TARGET.values()])
 
@@ -298,17 +297,20 @@ def main():
             print(row(name, kind, class_scores(out), time.process_time() - t0))
             results[f"{name}, {kind}"] = out
 
-    print("\nediting: held-out images of each class toward the next (source prompt = their class, target = the next);"
+    print("\nediting: images of each class toward the next (source prompt = their class, target = the next), images the"
+          "\nprior holds (as a model reconstructs a photo) and held-out ones (which it snaps to another image of the class);"
           "\nto source = distance to the edited image over its class's median nearest-neighbour distance; the other"
-          "\nscores against the target class; steps scaled with --steps\n")
-    print(EDIT_HEADER)
-    results["edit: sources, toward column"] = sources(args.seeds)
-    print(edit_row("source images (unedited)", *edit_scores(results["edit: sources, toward column"], args.seeds), 0))
-    for name, method in editing_methods().items():
-        t0 = time.process_time()
-        out = edit(method, args.seeds, args.steps / SETTINGS.steps)
-        print(edit_row(name, *edit_scores(out, args.seeds), time.process_time() - t0))
-        results[f"edit: {name}"] = out
+          "\nscores against the target class; steps scaled with --steps")
+    for kind, data in (("prior's", TRAIN), ("held-out", HELD_OUT)):
+        print(f"\n{kind} images\n{EDIT_HEADER}")
+        originals = sources(data, args.seeds)
+        print(edit_row("unedited", *edit_scores(originals, originals), 0))
+        results[f"edit {kind}: sources"] = originals
+        for name, method in editing_methods().items():
+            t0 = time.process_time()
+            out = edit(method, originals, args.steps / SETTINGS.steps)
+            print(edit_row(name, *edit_scores(out, originals), time.process_time() - t0))
+            results[f"edit {kind}: {name}"] = out
     grid(results, args.out)
     print(f"\ngrid saved to {args.out}; {time.time() - began:.0f} s in all ({time.process_time() - cpu:.0f} s of CPU)")
     if args.explain:
