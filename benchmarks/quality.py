@@ -186,7 +186,7 @@ def tile(x: torch.Tensor, scale: int, span: float = 2.5) -> Image.Image:
 
 def grid(results: dict[str, dict[str, torch.Tensor]], path: Path, per_class: int = 3, scale: int = 2) -> None:
     """A row per method and start, per_class seeds of every class (prompt; editing: target) side by side."""
-    side, label_w, pad, gap = TRAIN.images.shape[-1] * scale, 220, 2, 8
+    side, label_w, pad, gap = TRAIN.images.shape[-1] * scale, 250, 2, 8
     font = ImageFont.load_default(size=13)
     column = per_class * (side + pad) + gap
     img = Image.new("RGB", (label_w + len(CLASSES) * column, 22 + len(results) * (side + pad)), (255, 255, 255))
