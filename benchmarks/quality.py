@@ -5,7 +5,10 @@ distill.mixture): its denoiser is exact, so what a method does here is the metho
 Each method runs as its node builds it, at its shipped workflow's settings, for every class (prompt), from
 a random N(0, I) and from a zero (Empty Latent Image) start, a batch of seeds each; DDIM sampling on the
 same prior is the reference. Scores are relative to the class's real images (distill.quality; 1 = like
-the data); "held-out data" are new images of the same classes. Needs only torch (and Pillow for the grid).
+the data); "held-out data" are new images of the same classes. Editing: images of each class, the prior's own
+and held-out ones, are edited toward the next class (source prompt = their class, target prompt = the next) by
+DDS and PDS at their workflows' settings, and by SDS (cfg 100, its default) with the same target at each of
+those settings; scored by the distance to the source image and against the target class. Needs only torch (and Pillow for the grid).
 
     python benchmarks/quality.py [--seeds 8] [--steps 500] [--explain] [--out benchmarks/out/quality_grid.png]
 
@@ -17,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -26,7 +30,7 @@ from distill import (DDIMInversion, Run, ScoreDistillation, Settings, ddim_sampl
                      optimize, predict, recipes)
 from distill.corrector import collect_triplets, fit_spectral  # noqa: E402
 from distill.mixture import MixtureDenoiser, shapes_prior  # noqa: E402
-from distill.quality import Scores, scores  # noqa: E402
+from distill.quality import Scores, distance_to_source, scores  # noqa: E402
 from distill.schedule import sigma_at  # noqa: E402
 from distill.shapes import CLASSES, make_shapes  # noqa: E402
 
@@ -60,6 +64,51 @@ def methods(corrector) -> dict[str, ScoreDistillation]:
 SETTINGS = Settings(steps=500, lr=0.1, optimizer="adamw", lr_schedule="cosine")  # Optimize Latent's
 
 
+EDIT_TARGET = {c: CLASSES[(i + 1) % len(CLASSES)] for i, c in enumerate(CLASSES)}
+"""Each class's images are edited toward the next class: disc → square → bar → ring → disc."""
+DDS_SETTINGS = Settings(steps=200, lr=0.02)  # the dds_editing workflow's: AdamW, cosine
+PDS_SETTINGS = Settings(steps=500, lr=0.1, lr_schedule="constant")  # the pds_editing workflow's
+
+
+def editing_methods() -> dict[str, tuple[Callable[[torch.Tensor], ScoreDistillation], Settings]]:
+    """Each editing loss of a reference as its node builds it, with its workflow's optimizer settings; SDS at its
+    default cfg 100 (what image_editing advises without a corrector) with the same target, at each of them."""
+    return {
+        "DDS": (recipes.dds, DDS_SETTINGS),
+        "SDS cfg 100, DDS steps": (lambda reference: recipes.sds(), DDS_SETTINGS),
+        "PDS": (recipes.pds, PDS_SETTINGS),
+        "SDS cfg 100, PDS steps": (lambda reference: recipes.sds(), PDS_SETTINGS),
+    }
+
+
+def editing_prior(source: str, target: str) -> MixtureDenoiser:
+    """The shapes prior with the source class as the branch "source" and the target class as "positive"."""
+    return MixtureDenoiser({"positive": TRAIN.of(target), "source": TRAIN.of(source), "negative": TRAIN.images}, WIDTH)
+
+
+def sources(data, seeds: int) -> dict[str, torch.Tensor]:
+    """The images to edit: seeds images of every class of data, keyed by their target."""
+    return {target: data.of(source)[:seeds] for source, target in EDIT_TARGET.items()}
+
+
+def edit(method, originals: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """Every class's images edited toward the next class, one seed per image; keyed by the target."""
+    loss_of, settings = method
+    out = {}
+    for k, (source, target) in enumerate(EDIT_TARGET.items()):
+        settings_k = replace(settings, steps=max(1, round(settings.steps * scale)), seed=k)
+        images = originals[target]
+        out[target] = optimize(images, loss_of(images), editing_prior(source, target), settings_k)[0]
+    return out
+
+
+def edit_scores(out: dict[str, torch.Tensor], originals: dict[str, torch.Tensor]) -> tuple[float, Scores]:
+    """The median distance to the source (in the source class's neighbour units) and the scores against the
+    target class, each averaged over the pairs."""
+    distance = [distance_to_source(out[t], originals[t], TRAIN.of(s)).median().item() for s, t in EDIT_TARGET.items()]
+    return sum(distance) / len(distance), mean_scores([scores(out[t], TRAIN, t) for t in EDIT_TARGET.values()])
+
+
 def start(kind: str, seeds: int, seed: int) -> torch.Tensor:
     shape = (seeds, *TRAIN.images.shape[1:])
     return torch.zeros(shape) if kind == "zero" else torch.randn(shape, generator=torch.Generator().manual_seed(seed))
@@ -83,6 +132,16 @@ def class_scores(out: dict[str, torch.Tensor]) -> Scores:
 
 HEADER = (f"{'method':<24}{'start':<8}{'fidelity':>9}{'adher.':>8}{'divers.':>8}{'std':>7}{'max|x|':>8}"
           f"{'power low':>11}{'mid':>7}{'high':>7}{'cpu s':>7}")
+
+
+EDIT_HEADER = (f"{'edit toward the next class':<27}{'to source':>10}{'fidelity':>9}{'adher.':>8}{'std':>7}"
+               f"{'max|x|':>8}{'power low':>11}{'mid':>7}{'high':>7}{'cpu s':>7}")
+
+
+def edit_row(name: str, distance: float, s: Scores, seconds: float) -> str:
+    low, mid, high = s.band_power
+    return (f"{name:<27}{distance:10.2f}{s.fidelity:9.2f}{s.adherence:8.2f}{s.std:7.2f}{s.max_abs:8.2f}"
+            f"{low:11.2f}{mid:7.2f}{high:7.2f}{seconds:7.0f}")
 
 
 def row(name: str, start_kind: str, s: Scores, seconds: float) -> str:
@@ -126,8 +185,8 @@ def tile(x: torch.Tensor, scale: int, span: float = 2.5) -> Image.Image:
 
 
 def grid(results: dict[str, dict[str, torch.Tensor]], path: Path, per_class: int = 3, scale: int = 2) -> None:
-    """A row per method and start, per_class seeds of every class side by side."""
-    side, label_w, pad, gap = TRAIN.images.shape[-1] * scale, 190, 2, 8
+    """A row per method and start, per_class seeds of every class (prompt; editing: target) side by side."""
+    side, label_w, pad, gap = TRAIN.images.shape[-1] * scale, 250, 2, 8
     font = ImageFont.load_default(size=13)
     column = per_class * (side + pad) + gap
     img = Image.new("RGB", (label_w + len(CLASSES) * column, 22 + len(results) * (side + pad)), (255, 255, 255))
@@ -237,6 +296,21 @@ def main():
             out = run(loss, kind, args.seeds, settings)
             print(row(name, kind, class_scores(out), time.process_time() - t0))
             results[f"{name}, {kind}"] = out
+
+    print("\nediting: images of each class toward the next (source prompt = their class, target = the next), images the"
+          "\nprior holds (as a model reconstructs a photo) and held-out ones (which it snaps to another image of the class);"
+          "\nto source = distance to the edited image over its class's median nearest-neighbour distance; the other"
+          "\nscores against the target class; steps scaled with --steps")
+    for kind, data in (("prior's", TRAIN), ("held-out", HELD_OUT)):
+        print(f"\n{kind} images\n{EDIT_HEADER}")
+        originals = sources(data, args.seeds)
+        print(edit_row("unedited", *edit_scores(originals, originals), 0))
+        results[f"edit {kind}: sources"] = originals
+        for name, method in editing_methods().items():
+            t0 = time.process_time()
+            out = edit(method, originals, args.steps / SETTINGS.steps)
+            print(edit_row(name, *edit_scores(out, originals), time.process_time() - t0))
+            results[f"edit {kind}: {name}"] = out
     grid(results, args.out)
     print(f"\ngrid saved to {args.out}; {time.time() - began:.0f} s in all ({time.process_time() - cpu:.0f} s of CPU)")
     if args.explain:

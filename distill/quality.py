@@ -7,6 +7,8 @@
 - diversity: mean distance between results (seeds) over the mean distance between images of the class.
 - contrast: mean per-item std and mean max |x|, over the class's.
 - band power: mean power per radial frequency band (low, mid, high), over the class's.
+- distance to source (editing): distance to the image being edited, over its class's median nearest-neighbour
+  distance: below 1 the edit is closer to its source than the source is to any other image of its class.
 """
 from typing import NamedTuple
 
@@ -42,6 +44,11 @@ def neighbour_scale(images: Tensor) -> float:
 def fidelity(x: Tensor, images: Tensor) -> Tensor:
     """Per item [B]: distance to the nearest of the images over their own ``neighbour_scale``."""
     return torch.cdist(_flat(x), _flat(images)).min(1).values / neighbour_scale(images)
+
+
+def distance_to_source(x: Tensor, source: Tensor, images: Tensor) -> Tensor:
+    """Per item [B]: distance from each result to its source image over the source class's ``neighbour_scale``."""
+    return (_flat(x) - _flat(source)).norm(dim=1) / neighbour_scale(images)
 
 
 def shape_match(x: Tensor, images: Tensor) -> Tensor:

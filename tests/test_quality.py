@@ -6,7 +6,7 @@ import torch
 
 from distill import ddim_sample
 from distill.mixture import shapes_prior
-from distill.quality import band_power, contrast, fidelity, mean_distance, scores
+from distill.quality import band_power, contrast, distance_to_source, fidelity, mean_distance, scores
 from distill.shapes import CLASSES, make_shapes
 
 TRAIN, HELD_OUT = make_shapes(64, seed=0), make_shapes(64, seed=1)
@@ -34,6 +34,16 @@ def test_scores_follow_scaling_and_collapse():
     assert torch.allclose(band_power(2 * rings), 4 * band_power(rings))
     assert mean_distance(rings[:1].expand(5, -1, -1, -1)) == 0
     assert fidelity(rings[:3], rings).abs().max() < 1e-6
+
+
+def test_distance_to_source_is_in_units_of_the_class_nearest_neighbour_distance():
+    """An edit that replaced each image by its nearest other image of the class has median distance exactly 1
+    (the class's median nearest-neighbour distance, by definition); an edit that changed nothing, 0."""
+    squares = TRAIN.of("square")
+    d = torch.cdist(squares.flatten(1), squares.flatten(1)).fill_diagonal_(float("inf"))
+    nearest_other = squares[d.argmin(1)]
+    assert distance_to_source(nearest_other, squares, squares).median().item() == pytest.approx(1, rel=1e-6)
+    assert distance_to_source(squares, squares, squares).max() == 0
 
 
 @pytest.mark.parametrize("flow", [False, True], ids=["eps", "flow"])
