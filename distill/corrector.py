@@ -223,7 +223,7 @@ def fit_residual(corrector: Callable[[Tensor, Tensor], Tensor], data: Triplets, 
 
 def train_unet(net: UNetCorrector, data: Triplets, steps: int, lr: float = 1e-3, batch: int = 64,
                seed: int = 0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Adam on L_k over random minibatches of the triplets; trains net in place, on the triplets' device
+    """Adam on corrector_loss over random minibatches of the triplets; trains net in place, on the triplets' device
     (an exception from on_step leaves it with what it has learned so far). Returns the loss per step.
 
     net must have been made outside inference mode; the triplets may come from inside it."""

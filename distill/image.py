@@ -32,7 +32,8 @@ def latent_grid(h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (h // LATENT_SCALE, w // LATENT_SCALE), ((h % LATENT_SCALE) // 2, (w % LATENT_SCALE) // 2)
 
 
-def patch_corners(h: int, w: int, size: int, count: int, generators: list[torch.Generator]) -> list[list[tuple[int, int]]]:
+def patch_corners(h: int, w: int, size: int, count: int,
+                  generators: list[torch.Generator]) -> list[list[tuple[int, int]]]:
     """`count` top-left corners per item, uniform over [−size/2, dim − size/2] and clamped into the image, so
     that border cells are drawn about as often as inner ones and every cell is covered over a run."""
     corners = []

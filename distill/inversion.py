@@ -30,7 +30,8 @@ def ddim_step(x0: Tensor, eps: Tensor, a_to: Tensor, b_to: Tensor) -> Tensor:
 
 
 def posterior_std(a: Tensor, b: Tensor, a_to: Tensor, b_to: Tensor) -> Tensor:
-    """√β̃ of DDPM's posterior between two levels (DDPM eq. 7, ᾱ from (a, b)), in the scale of the upper level's state."""
+    """√β̃ of DDPM's posterior between two levels (DDPM eq. 7, ᾱ from (a, b)), in the scale of the upper
+    level's state."""
     abar, abar_to = alpha_bar(a, b), alpha_bar(a_to, b_to)
     variance = (1 - abar) / (1 - abar_to) * (1 - abar_to / abar)
     return (variance.clamp(min=0) * (a_to**2 + b_to**2)).sqrt()
@@ -53,7 +54,8 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, grids: list[list[float]], cfg: fl
     reference code's placement).
     """
     sigmas = denoiser.sigmas
-    a0, b0 = (per_item(c, x) for c in denoiser.coefficients(sigma_at(sigmas, torch.tensor([g[0] for g in grids])).to(x)))
+    start = sigma_at(sigmas, torch.tensor([g[0] for g in grids])).to(x)
+    a0, b0 = (per_item(c, x) for c in denoiser.coefficients(start))
     state = x * (a0**2 + b0**2).sqrt()
     for k in range(max(len(g) for g in grids) - 1):
         active = [i for i, g in enumerate(grids) if k + 1 < len(g)]

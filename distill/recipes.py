@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from .editing import PDS_GRID, dds_direction, pds_direction
 from .inversion import DDIMInversion
-from .losses import NoiseSource, ScoreDistillation, fixed_noise as fixed_noise_source, lmc_direction, nfsd_direction, sds_direction
+from .losses import NoiseSource, ScoreDistillation, lmc_direction, nfsd_direction, sds_direction
+from .losses import fixed_noise as fixed_noise_source
 
 
 def resolve_weighting(weighting: str, noise: NoiseSource | None = None, corrector: nn.Module | None = None) -> str:

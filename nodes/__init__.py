@@ -18,8 +18,8 @@ from .train_corrector import TrainLMCCorrector
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SDSLoss, NFSDGuidance, DDSLoss, PDSLoss, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector, OptimizeLatent,
-                OptimizeImage]
+        return [SDSLoss, NFSDGuidance, DDSLoss, PDSLoss, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector,
+                OptimizeLatent, OptimizeImage]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

@@ -97,7 +97,7 @@ class OptimizeImage(io.ComfyNode):
 
         results = []
         channels = loss.model.get_model_object("latent_format").latent_channels
-        patch_phase = steps > whole_image_steps and max(pixels.shape[-2:]) > native_size
+        patch_phase = schedule.has_patch_phase(*pixels.shape[-2:], steps)
         views = len(pixels) * (patches if patch_phase else 1)  # images the loss sees per step, native size at most
         placeholder = torch.zeros(views, channels, native_size // 8, native_size // 8)
 

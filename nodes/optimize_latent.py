@@ -70,7 +70,8 @@ class OptimizeLatent(io.ComfyNode):
         histories = []
 
         def run(denoiser, x):
-            out, history = optimize(x, loss.loss, denoiser, settings, on_step, mask=None if mask is None else mask.to(x))
+            out, history = optimize(x, loss.loss, denoiser, settings, on_step,
+                                    mask=None if mask is None else mask.to(x))
             histories.append(history)
             return out
 
