@@ -17,7 +17,7 @@ from .workflow import WorkflowError, describe, load, set_input
 def arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m headless", description=__doc__.split("\n\n")[1])
     parser.add_argument("workflow", type=Path,
-                        help="an API-format workflow, e.g. workflows/api/sds_text_to_image.json")
+                        help="an API-format workflow, e.g. example_workflows/api/sds_text_to_image.json")
     parser.add_argument("--server", default="127.0.0.1:8188", help="ComfyUI's HOST:PORT (default 127.0.0.1:8188)")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.input=value",
                         help="change a widget value; NODE is a node id, title or class, "

@@ -19,7 +19,7 @@ def load(path: Path) -> dict:
         raise WorkflowError(f"{path}: not JSON ({e})") from None
     if "nodes" in prompt and "links" in prompt:
         raise WorkflowError(f"{path} is a UI workflow (drag-and-drop format); the runner needs its API "
-                            f"format: workflows/api/{path.name}, or in ComfyUI use Export (API)")
+                            f"format: example_workflows/api/{path.name}, or in ComfyUI use Export (API)")
     if not prompt or not all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
         raise WorkflowError(f"{path}: not an API-format workflow (expected {{id: {{class_type, inputs}}}})")
     return prompt

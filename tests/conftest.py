@@ -49,7 +49,7 @@ def live_server(comfy, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("comfyui")
     outside = tmp_path_factory.mktemp("outside")
-    sds = json.loads((PACK_ROOT / "workflows/api/sds_text_to_image.json").read_text())
+    sds = json.loads((PACK_ROOT / "example_workflows/api/sds_text_to_image.json").read_text())
     ckpt_name = sds[find_node(sds, "CheckpointLoaderSimple")]["inputs"]["ckpt_name"]
     checkpoint = base / "models" / "checkpoints" / ckpt_name
     tiny_checkpoint(checkpoint)

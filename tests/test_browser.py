@@ -15,7 +15,7 @@ from comfy_harness import PACK_NAME, PACK_ROOT
 from frontend import drop, graph, next_frame, open_comfyui, open_dialogs, set_widget
 from test_workflows import fast_values, load_build
 
-WORKFLOWS = PACK_ROOT / "workflows"
+WORKFLOWS = PACK_ROOT / "example_workflows"
 UI = sorted(WORKFLOWS.glob("*.json"))
 NAMES = [p.stem for p in UI]
 NO_BROWSER = "NO CHROMIUM FOUND (Debian: apt-get install chromium): the browser tests did not run"
@@ -99,7 +99,7 @@ def test_dropped_workflow_keeps_every_widget_value_of_its_file(name, dropped):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_frontend_prompt_is_the_api_twin(name, dropped):
-    """The frontend's own graph-to-prompt, node ids and all, equals workflows/api/NAME.json (titles aside)."""
+    """The frontend's own graph-to-prompt, node ids and all, equals example_workflows/api/NAME.json (titles aside)."""
     def without_titles(prompt):
         return {i: {k: v for k, v in n.items() if k != "_meta"} for i, n in prompt.items()}
 
@@ -220,7 +220,7 @@ def readme_gallery() -> list[str]:
     gallery = readme[readme.index("## Workflows"):].split("\n## ", 1)[0]
     names = re.findall(r"^### `?([\w-]+)`?", gallery, flags=re.M)
     for n in names:
-        assert f"](workflows/{n}.jpg)" in gallery, f"README gallery: {n} has no screenshot"
+        assert f"](example_workflows/{n}.jpg)" in gallery, f"README gallery: {n} has no screenshot"
     return names
 
 

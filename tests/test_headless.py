@@ -14,7 +14,7 @@ import pytest
 from comfy_harness import PACK_ROOT
 from headless.workflow import WorkflowError, find_node, load, set_input
 
-SDS = PACK_ROOT / "workflows" / "api" / "sds_text_to_image.json"
+SDS = PACK_ROOT / "example_workflows" / "api" / "sds_text_to_image.json"
 FAST = ["--set", "EmptyLatentImage.width=64", "--set", "EmptyLatentImage.height=64"]
 
 
@@ -23,8 +23,8 @@ def runner(*args):
 
 
 def test_a_ui_workflow_is_refused_naming_its_api_twin():
-    with pytest.raises(WorkflowError, match="UI workflow .* workflows/api/sds_text_to_image.json"):
-        load(PACK_ROOT / "workflows" / "sds_text_to_image.json")
+    with pytest.raises(WorkflowError, match="UI workflow .* example_workflows/api/sds_text_to_image.json"):
+        load(PACK_ROOT / "example_workflows" / "sds_text_to_image.json")
 
 
 def test_set_finds_a_node_by_id_title_or_class_and_keeps_each_inputs_type():

@@ -248,14 +248,14 @@ def test_sdi_with_jitter_feeds_the_level_above_t(variant, placement, kind):
 
 
 def test_shipped_sdi_workflow_runs_the_reference_settings():
-    """workflows/sdi_text_to_image with the tiny model at t = 500 (τ jitter off to fix the walk): its cfg, inversion
+    """example_workflows/sdi_text_to_image with the tiny model at t = 500 (τ jitter off to fix the walk): its cfg, inversion
     cfg, η, variant and placement in the standard form must be the paper's 7.5 / −7.5 / 0.3 of the reference code."""
     import json
 
     from comfy_harness import PACK_ROOT
     from headless.workflow import find_node
 
-    prompt = json.loads((PACK_ROOT / "workflows/api/sdi_text_to_image.json").read_text())
+    prompt = json.loads((PACK_ROOT / "example_workflows/api/sdi_text_to_image.json").read_text())
     inputs = {name: prompt[find_node(prompt, name)]["inputs"] for name in ("DistillDDIMInvertNoise", "DistillSDSLoss")}
     inversion = {k: v for k, v in inputs["DistillDDIMInvertNoise"].items() if not isinstance(v, list)}
     noise = run_node("DistillDDIMInvertNoise", **(inversion | {"tau_jitter": False})).args[0]

@@ -12,7 +12,7 @@ import pytest
 from comfy_harness import PACK_NAME, PACK_ROOT, tiny_sds_prompt
 from headless.workflow import find_node
 
-WORKFLOWS = PACK_ROOT / "workflows"
+WORKFLOWS = PACK_ROOT / "example_workflows"
 UI = sorted(WORKFLOWS.glob("*.json"))
 API = sorted((WORKFLOWS / "api").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -30,7 +30,7 @@ def test_every_ui_workflow_has_an_api_twin_and_files_match_their_description(tmp
     load_build().write(tmp_path)
     for path in UI + API:
         rebuilt = tmp_path / path.relative_to(WORKFLOWS)
-        assert json.loads(path.read_text()) == json.loads(rebuilt.read_text()), f"{path.name}: run workflows/build.py"
+        assert json.loads(path.read_text()) == json.loads(rebuilt.read_text()), f"{path.name}: run example_workflows/build.py"
 
 
 def test_every_ui_workflow_explains_itself_in_a_note():
@@ -149,7 +149,7 @@ def fast_settings(prompt: dict) -> list[str]:
 
 
 def run_workflow(server, name: str, out) -> subprocess.CompletedProcess:
-    """The pack's headless runner on workflows/api/NAME.json with FAST settings."""
+    """The pack's headless runner on example_workflows/api/NAME.json with FAST settings."""
     path = WORKFLOWS / "api" / f"{name}.json"
     command = [sys.executable, "-m", "headless", str(path), "--server", server.address, "--out", str(out)]
     return subprocess.run(command + fast_settings(json.loads(path.read_text())), cwd=PACK_ROOT,

@@ -1,8 +1,8 @@
 """Pictures every shipped workflow as ComfyUI's frontend draws it, in headless Chromium, and saves it
 next to the workflow as NAME.jpg: the template browser's thumbnail, and the README's screenshot.
 
-    COMFYUI_PATH=/path/to/ComfyUI python workflows/screenshots.py            # writes workflows/*.jpg
-    COMFYUI_PATH=/path/to/ComfyUI python workflows/screenshots.py --measure  # sizes for build.py
+    COMFYUI_PATH=/path/to/ComfyUI python example_workflows/screenshots.py            # writes example_workflows/*.jpg
+    COMFYUI_PATH=/path/to/ComfyUI python example_workflows/screenshots.py --measure  # sizes for build.py
 
 It starts a ComfyUI server with this pack alone (a free port, a temporary base directory) and needs
 Debian's chromium. --measure prints instead the smallest size the frontend draws each node type at,

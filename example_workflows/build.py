@@ -1,5 +1,5 @@
-"""Writes every shipped workflow twice from one description: UI format (workflows/NAME.json, drag and
-drop, listed in ComfyUI's template browser) and API format (workflows/api/NAME.json, POST /prompt), with
+"""Writes every shipped workflow twice from one description: UI format (example_workflows/NAME.json, drag and
+drop, listed in ComfyUI's template browser) and API format (example_workflows/api/NAME.json, POST /prompt), with
 the same node ids in both.
 
 The UI layout is computed from the graph: four groups left to right, prior (checkpoint, prompts, a loaded image),
@@ -7,7 +7,7 @@ loss, optimize (what is optimized, and the optimizer) and output, and inside eac
 step of data flow, so that every wire runs rightwards. Node sizes follow what the frontend draws
 (measured in the browser: tests/test_browser.py checks that no node overlaps another or hides a widget).
 
-    python workflows/build.py
+    python example_workflows/build.py
 """
 import json
 import textwrap
@@ -476,7 +476,7 @@ def write(folder: Path = HERE) -> None:
 
 def main():
     write()
-    print(f"wrote {', '.join(WORKFLOWS)} to workflows/ (UI) and workflows/api/ (API)")
+    print(f"wrote {', '.join(WORKFLOWS)} to example_workflows/ (UI) and example_workflows/api/ (API)")
 
 
 if __name__ == "__main__":
