@@ -32,6 +32,49 @@ def test_pyproject_has_what_the_registry_publishes():
     assert any(c.startswith("Operating System :: ") for c in project["classifiers"])
 
 
+def test_the_description_names_every_method_the_nodes_offer():
+    description = PYPROJECT["project"]["description"]
+    assert [m for m in ("SDS", "NFSD", "SDI", "LMC-SDS", "DDS", "PDS") if m not in description] == []
+
+
+def test_no_classifier_narrows_the_pack_to_one_accelerator():
+    """Pure PyTorch: it runs wherever ComfyUI runs (tested on CPU), so it claims no GPU vendor."""
+    assert not [c for c in PYPROJECT["project"]["classifiers"] if c.startswith("Environment :: ")]
+
+
+def test_the_icon_is_a_square_image_of_this_repository_served_under_its_repository_url():
+    """The registry takes a URL (SVG, PNG, JPG or GIF, square, at most 400 px); it names a file that is here."""
+    from PIL import Image
+
+    icon, repository = PYPROJECT["tool"]["comfy"]["Icon"], PYPROJECT["project"]["urls"]["Repository"]
+    owner_repo = repository.removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{owner_repo}/main/"
+    assert icon.startswith(prefix), icon
+    path = PACK_ROOT / icon.removeprefix(prefix)
+    with Image.open(path) as image:
+        assert image.format in {"PNG", "JPEG", "GIF"} and image.width == image.height <= 400
+
+
+def test_pip_installs_the_core_and_the_runner_but_never_the_nodes_package():
+    """`pip install .` needs a package list (the flat layout holds several top-level packages); `nodes` would
+    shadow ComfyUI's own top-level module."""
+    from fnmatch import fnmatchcase
+
+    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
+    tops = [d for d in PACK_ROOT.iterdir() if (d / "__init__.py").is_file()]
+    packages = {".".join(p.parent.relative_to(PACK_ROOT).parts) for d in tops for p in d.rglob("__init__.py")}
+    installed = {p for p in packages if any(fnmatchcase(p, pattern) for pattern in include)}
+    assert {"distill", "headless"} <= installed
+    assert not {p for p in installed if p.split(".")[0] in {"nodes", "tests", "benchmarks", "corrector_weights"}}
+
+
+def test_the_console_script_is_the_runners_main():
+    import importlib
+
+    module, function = PYPROJECT["project"]["scripts"]["score-distillation-run"].split(":")
+    assert getattr(importlib.import_module(module), function) is importlib.import_module("headless.__main__").main
+
+
 def imported_modules(path) -> set[str]:
     import ast
 

@@ -1,5 +1,6 @@
 """The README's Python example runs as written and does what it says."""
 import re
+import runpy
 from pathlib import Path
 
 import torch
@@ -16,9 +17,10 @@ def python_example() -> str:
     return blocks[0]
 
 
-def test_readme_python_example_runs_and_moves_noise_onto_images_of_the_prompted_class(capsys):
-    namespace = {"__name__": "readme_example"}
-    exec(compile(python_example(), str(README), "exec"), namespace)
+def test_readme_python_example_runs_and_moves_noise_onto_images_of_the_prompted_class(tmp_path, capsys):
+    script = tmp_path / "readme_example.py"
+    script.write_text(python_example(), encoding="utf-8")
+    namespace = runpy.run_path(str(script), run_name="readme_example")
     x, start, data = namespace["x"], namespace["start"], namespace["data"]
     assert x.shape == start.shape and torch.isfinite(x).all()
     # From noise 2.6 neighbour distances from every disc onto one disc each (measured 0.07–0.11), and the
