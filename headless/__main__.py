@@ -1,10 +1,13 @@
 """python -m headless WORKFLOW [--server HOST:PORT] [--set NODE.input=value ...] [--out DIR]
 
 Queues an API-format workflow on a running ComfyUI, shows each node's progress as a terminal bar, stops
-the run on Ctrl-C, and downloads every file the workflow's output nodes wrote. Exit status: 0 done,
-1 the server refused or failed the prompt (its message is printed), 2 bad arguments, 130 interrupted.
+the run on the server on Ctrl-C, SIGTERM or SIGHUP, and downloads every file the workflow's output nodes
+wrote. Exit status: 0 done, 1 the server refused or failed the prompt (its message is printed), 2 bad
+arguments, 128 + the signal's number when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +28,35 @@ def arguments(argv):
     parser.add_argument("--out", type=Path, default=Path("output"),
                         help="where outputs are saved (default ./output)")
     return parser.parse_args(argv)
+
+
+STOP_SIGNALS = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s]
+
+
+class Stopped(BaseException):
+    """A stop signal arrived (Ctrl-C, a timeout's or CI's SIGTERM, a closed terminal's SIGHUP). Like
+    KeyboardInterrupt it is no Exception, so no library's `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop(signum, frame):
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Stop signals wait until the block ends, so that a prompt is never queued without its id being known."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 class NodeBar:
@@ -69,14 +101,22 @@ def watch(client: Client, prompt: dict, prompt_id: str) -> str | None:
 
 
 def run(client: Client, prompt: dict, out: Path) -> int:
-    prompt_id = client.queue(prompt)
-    print(f"queued prompt {prompt_id} on {client.base}", file=sys.stderr)
+    previous, prompt_id = {s: signal.signal(s, stop) for s in STOP_SIGNALS}, None
     try:
+        with signals_held():
+            prompt_id = client.queue(prompt)
+        print(f"queued prompt {prompt_id} on {client.base}", file=sys.stderr)
         failure = watch(client, prompt, prompt_id)
-    except KeyboardInterrupt:
-        client.interrupt(prompt_id)
-        print(f"\ninterrupted: asked ComfyUI to stop prompt {prompt_id}", file=sys.stderr)
-        return 130
+    except Stopped as e:
+        for s, handler in previous.items():  # a second signal while the server is being told ends at once
+            signal.signal(s, handler)
+        if prompt_id is not None:
+            client.interrupt(prompt_id)
+            print(f"\nstopped by {e}: asked ComfyUI to stop prompt {prompt_id}", file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if failure:
         raise ServerError(failure)
     for file in output_files(client.outputs(prompt_id)):

@@ -1,5 +1,5 @@
 """The headless runner (`python -m headless`): workflow edits offline, then against a live ComfyUI —
-progress, downloads, the server's errors, Ctrl-C, and the README's main-job command."""
+progress, downloads, the server's errors, Ctrl-C / SIGTERM / SIGHUP, and the README's main-job command."""
 import json
 import re
 import shlex
@@ -85,7 +85,10 @@ def test_a_failing_node_exits_1_with_the_servers_message(live_server, tmp_path):
 
 
 @pytest.mark.comfyui
-def test_ctrl_c_stops_the_run_on_the_server_and_exits_130(live_server, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_ctrl_c_sigterm_and_sighup_stop_the_run_on_the_server_and_exit_128_plus_the_signal(live_server, tmp_path,
+                                                                                          stop_signal):
+    """Ctrl-C, a timeout's or CI's SIGTERM, a closed terminal's SIGHUP: no job is left running on the server."""
     proc = subprocess.Popen(runner(SDS, "--server", live_server.address, "--out", tmp_path, *FAST,
                                    "--set", "DistillOptimizeLatent.steps=10000"),
                             cwd=PACK_ROOT, stderr=subprocess.PIPE, text=True)
@@ -95,11 +98,13 @@ def test_ctrl_c_stops_the_run_on_the_server_and_exits_130(live_server, tmp_path)
     while prompt_id not in live_server.running() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 130
-    assert f"asked ComfyUI to stop prompt {prompt_id}" in proc.stderr.read()
+    proc.send_signal(stop_signal)
+    assert proc.wait(60) == 128 + stop_signal
+    assert f"stopped by {stop_signal.name}: asked ComfyUI to stop prompt {prompt_id}" in proc.stderr.read()
     entry = live_server.wait(prompt_id, timeout=60)
     assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]]
+    queue = live_server.get("/queue").json()
+    assert queue["queue_running"] == [] and queue["queue_pending"] == []
     assert not list(tmp_path.iterdir())
 
 
