@@ -18,7 +18,8 @@ from .workflow import WorkflowError, describe, load, set_input
 
 
 def arguments(argv):
-    parser = argparse.ArgumentParser(prog="python -m headless", description=__doc__.split("\n\n")[1])
+    prog = "python -m headless" if Path(sys.argv[0]).name == "__main__.py" else None  # else the command's name
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
     parser.add_argument("workflow", type=Path,
                         help="an API-format workflow, e.g. example_workflows/api/sds_text_to_image.json")
     parser.add_argument("--server", default="127.0.0.1:8188", help="ComfyUI's HOST:PORT (default 127.0.0.1:8188)")

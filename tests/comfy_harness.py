@@ -166,6 +166,7 @@ class Server:
             except requests.ConnectionError:
                 pass
             time.sleep(0.5)
+        self.proc.kill()  # not left running behind the error
         raise RuntimeError(f"ComfyUI did not start in {timeout}s:\n{self.log_path.read_text()[-4000:]}")
 
     def get(self, path: str):

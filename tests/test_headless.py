@@ -1,12 +1,14 @@
 """The headless runner (`python -m headless`): workflow edits offline, then against a live ComfyUI —
 progress, downloads, the server's errors, Ctrl-C / SIGTERM / SIGHUP, and the README's main-job command."""
 import json
+import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,22 @@ def test_the_readme_main_job_command_runs_and_downloads_its_outputs(live_server,
     assert "3/3 [" in result.stderr
     saved = [Path(line.removeprefix("saved ")) for line in result.stdout.splitlines()]
     assert len(saved) == 2 and all(p.is_file() and p.is_relative_to(tmp_path) for p in saved), result.stdout
+
+
+@pytest.mark.comfyui
+def test_the_readme_any_folder_command_runs_from_another_folder_and_saves_under_it(live_server, tmp_path):
+    """The installed command as the README writes it, run in a folder holding ComfyUI/custom_nodes/score-distillation
+    (the pack): the console script's entry point, the workflow path and --out all relative to that folder."""
+    readme = (PACK_ROOT / "README.md").read_text()
+    command = shlex.split(re.search(r"^ {4}(score-distillation-run .*)$", readme, re.M).group(1))
+    pack = tmp_path / "ComfyUI" / "custom_nodes" / "score-distillation"
+    pack.parent.mkdir(parents=True)
+    pack.symlink_to(PACK_ROOT, target_is_directory=True)
+    module, function = tomllib.loads((PACK_ROOT / "pyproject.toml").read_text())["project"]["scripts"][command[0]].split(":")
+    entry_point = f"import sys; from {module} import {function}; sys.exit({function}())"  # what pip's script runs
+    extra = ["--server", live_server.address, *FAST, "--set", "DistillOptimizeLatent.steps=1"]
+    result = subprocess.run([sys.executable, "-c", entry_point, *command[1:], *extra], cwd=tmp_path,
+                            env=os.environ | {"PYTHONPATH": str(PACK_ROOT)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    saved = [Path(line.removeprefix("saved ")) for line in result.stdout.splitlines()]
+    assert len(saved) == 2 and all((tmp_path / p).is_file() and p.parts[0] == "output" for p in saved), result.stdout

@@ -30,3 +30,21 @@ def test_readme_python_example_runs_and_moves_noise_onto_images_of_the_prompted_
     nearest = torch.cdist(x.flatten(1), data.images.flatten(1)).argmin(1)
     assert (data.labels[nearest] == data.classes.index("disc")).all()
     assert "Scores(fidelity=" in capsys.readouterr().out
+
+
+def test_the_first_screen_shows_a_result_the_main_job_and_the_test_command_ci_runs():
+    first_screen = README.read_text(encoding="utf-8").split("\n## ", 1)[0]
+    assert len(first_screen.splitlines()) <= 30
+    image = re.search(r"!\[[^\]]+\]\(([^)]+\.png)\)", first_screen).group(1)
+    assert (README.parent / image).is_file()
+    assert re.search(r"^ {4}python -m headless example_workflows/api/\w+\.json", first_screen, re.M)
+    tests = re.findall(r"^ {4}(python -m pytest.*)$", first_screen, re.M)
+    ci = (README.parent / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert tests == [ci] == ["python -m pytest tests"]
+
+
+def test_every_local_link_and_image_of_the_readme_and_docs_exists():
+    for page in [README, *sorted((README.parent / "docs").glob("*.md"))]:
+        targets = re.findall(r"\]\(([^)#\s]+)\)", page.read_text(encoding="utf-8"))
+        missing = [t for t in targets if "://" not in t and not (page.parent / t).exists()]
+        assert missing == [], f"{page.name}: {missing}"

@@ -4,7 +4,8 @@ tensors of any shape, and a file reader (the positive control of the file watch)
 Real ComfyUI model classes, no downloads; loaded by the server tests beside the pack. With DISTILL_TEST_WATCH
 set, every file event (open, listdir, remove, rename, …) on a path inside that folder, links resolved, is
 appended to the file DISTILL_TEST_WATCH_LOG: the bad-input tests check that nothing outside ComfyUI's folders
-is read or written.
+is read or written. With DISTILL_TEST_FORWARDS set, the batch size of every diffusion-model forward
+(BaseModel.apply_model) is appended to that file: benchmarks/workflow_cost.py counts a workflow's forwards.
 """
 import os
 import sys
@@ -43,6 +44,23 @@ def watch(folder: str, log_path: str) -> None:
 
 if os.environ.get("DISTILL_TEST_WATCH"):
     watch(os.environ["DISTILL_TEST_WATCH"], os.environ["DISTILL_TEST_WATCH_LOG"])
+
+
+def count_forwards(log_path: str) -> None:
+    import comfy.model_base
+
+    apply_model = comfy.model_base.BaseModel.apply_model
+
+    def counted(self, x, *args, **kwargs):
+        with open(log_path, "a") as log:
+            log.write(f"{x.shape[0]}\n")
+        return apply_model(self, x, *args, **kwargs)
+
+    comfy.model_base.BaseModel.apply_model = counted
+
+
+if os.environ.get("DISTILL_TEST_FORWARDS"):
+    count_forwards(os.environ["DISTILL_TEST_FORWARDS"])
 
 
 class TinyModel:
