@@ -72,8 +72,11 @@ def flops_per_forward() -> list[tuple[str, str, float]]:
             model(*args, **kwargs)
         return counter.get_total_flops() / 1e12
 
+    tiny = UNetModel(**harness.TINY_SD15_UNET, device=meta, operations=ops, dtype=torch.float32)
     t = torch.full((1,), 500.0, device=meta)
     return [
+        ("the tests' tiny SD1.5 UNet (37M parameters)", "512×512 (latent 64×64), 77 tokens",
+         count(tiny, r(1, 4, 64, 64, dtype=torch.float32), t, context=r(1, 77, 768, dtype=torch.float32))),
         ("SD1.5 UNet", "512×512 (latent 64×64), 77 tokens", count(sd15, r(1, 4, 64, 64), t, context=r(1, 77, 768))),
         ("SDXL UNet", "1024×1024 (latent 128×128), 77 tokens",
          count(sdxl, r(1, 4, 128, 128), t, context=r(1, 77, 2048), y=r(1, 2816))),
@@ -82,6 +85,13 @@ def flops_per_forward() -> list[tuple[str, str, float]]:
                r(1, 512, 4096, dtype=torch.bfloat16), y=r(1, 768, dtype=torch.bfloat16),
                guidance=torch.full((1,), 3.5, device=meta))),
     ]
+
+
+class PatientServer(harness.Server):
+    """The tests' server, given up to 10 minutes to start: on a shared 2-core machine 2 are not always enough."""
+
+    def _wait_ready(self, timeout: float = 600.0):
+        super()._wait_ready(timeout)
 
 
 def step_inputs(prompt: dict) -> dict[str, str]:
@@ -134,9 +144,9 @@ def measure_workflows(low: int, high: int) -> list[tuple]:
     pixels = np.random.default_rng(0).integers(0, 256, (512, 512, 4), dtype=np.uint8)
     pixels[..., 3], pixels[:, 256:, 3] = 255, 0  # the right half painted as masked_editing's mask
     Image.fromarray(pixels).save(base / "input" / "example.png")
-    server = harness.Server(base, env={"DISTILL_TEST_FORWARDS": str(log)})
-    rows = []
+    server, rows = None, []
     try:
+        server = PatientServer(base, env={"DISTILL_TEST_FORWARDS": str(log)})
         train = json.loads((API / "train_corrector.json").read_text())
         node = train[find_node(train, "DistillTrainLMCCorrector")]
         node["inputs"] |= TRAIN_FAST
@@ -158,7 +168,8 @@ def measure_workflows(low: int, high: int) -> list[tuple]:
                              (t_high - t_low) / n, f"default steps {prompt[step_inputs(prompt)['node']]['inputs']['steps']}"))
                 print(*rows[-1], sep=" | ", flush=True)
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         shutil.rmtree(base)  # the checkpoint is 488 MB
     return rows
 
