@@ -9,7 +9,7 @@ measures the neighbours too). Arithmetic: PyTorch's FlopCounterMode over ComfyUI
 classes built on the meta device (no weights, no memory), one image per forward. Needs ComfyUI, found as the tests
 find it; about 10 minutes on 2 CPU cores.
 
-    python benchmarks/workflow_cost.py [--low 2] [--high 4] [--skip-flops]
+    python benchmarks/workflow_cost.py [--low 2] [--high 4] [--tflops 50]
 """
 import argparse
 import json
@@ -87,13 +87,6 @@ def flops_per_forward() -> list[tuple[str, str, float]]:
     ]
 
 
-class PatientServer(harness.Server):
-    """The tests' server, given up to 10 minutes to start: on a shared 2-core machine 2 are not always enough."""
-
-    def _wait_ready(self, timeout: float = 600.0):
-        super()._wait_ready(timeout)
-
-
 def step_inputs(prompt: dict) -> dict[str, str]:
     """The node id and input that set a workflow's step count."""
     for node_id, node in prompt.items():
@@ -128,6 +121,13 @@ def with_steps(prompt: dict, steps: int, **inputs) -> dict:
     return prompt
 
 
+def phase_steps(prompt: dict, phase: str) -> int:
+    """How many of the workflow's own steps a phase has: Optimize Image's whole-image phase comes first."""
+    inputs = prompt[step_inputs(prompt)["node"]]["inputs"]
+    whole = min(inputs.get("whole_image_steps", inputs["steps"]), inputs["steps"])
+    return {"": inputs["steps"], "whole image": whole, "patches": inputs["steps"] - whole}[phase]
+
+
 def measure_workflows(low: int, high: int) -> list[tuple]:
     import numpy as np
     from PIL import Image
@@ -146,12 +146,12 @@ def measure_workflows(low: int, high: int) -> list[tuple]:
     Image.fromarray(pixels).save(base / "input" / "example.png")
     server, rows = None, []
     try:
-        server = PatientServer(base, env={"DISTILL_TEST_FORWARDS": str(log)})
+        server = harness.Server(base, env={"DISTILL_TEST_FORWARDS": str(log)})
         train = json.loads((API / "train_corrector.json").read_text())
         node = train[find_node(train, "DistillTrainLMCCorrector")]
         node["inputs"] |= TRAIN_FAST
         seconds, batches = run(server, train, log)
-        rows.append(("train_corrector", "once", len(batches), sum(batches), seconds, "pairs_per_latent 2, 64 px"))
+        rows.append(("train_corrector", "once (pairs_per_latent 2, 64 px)", len(batches), sum(batches), seconds, 1))
         for path in sorted(API.glob("*.json")):
             if path.stem == "train_corrector":
                 continue
@@ -165,7 +165,7 @@ def measure_workflows(low: int, high: int) -> list[tuple]:
                 t_high, b_high = run(server, with_steps(prompt, high, **inputs), log)
                 n = high - low
                 rows.append((path.stem, phase, (len(b_high) - len(b_low)) / n, (sum(b_high) - sum(b_low)) / n,
-                             (t_high - t_low) / n, f"default steps {prompt[step_inputs(prompt)['node']]['inputs']['steps']}"))
+                             (t_high - t_low) / n, phase_steps(prompt, phase)))
                 print(*rows[-1], sep=" | ", flush=True)
     finally:
         if server is not None:
@@ -178,19 +178,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--low", type=int, default=2)
     parser.add_argument("--high", type=int, default=4)
-    parser.add_argument("--skip-flops", action="store_true")
+    parser.add_argument("--tflops", type=float, default=50.0,
+                        help="the achieved fp16/bf16 throughput the GPU estimates assume (TFLOP/s)")
     args = parser.parse_args()
-    if not args.skip_flops:
-        print("| model | input | TFLOPs per forward (one image) |\n| --- | --- | ---: |")
-        for model, shape, tflops in flops_per_forward():
-            print(f"| {model} | {shape} | {tflops:.2f} |", flush=True)
+    flops = flops_per_forward()
+    print("| model | input | TFLOPs per forward (one image) |\n| --- | --- | ---: |")
+    for model, shape, tflops in flops:
+        print(f"| {model} | {shape} | {tflops:.2f} |", flush=True)
     start = time.time()
     rows = measure_workflows(args.low, args.high)
-    print("\n| workflow | phase | model calls per step | images through the model per step | CPU s per step "
-          "(tiny SD1.5, all threads) | note |\n| --- | --- | ---: | ---: | ---: | --- |")
-    for name, phase, calls, images, seconds, note in rows:
-        print(f"| {name} | {phase} | {calls:g} | {images:g} | {seconds:.2f} | {note} |")
-    print(f"\n({time.time() - start:.0f} s)")
+    per_image = {name: tflops for name, _, tflops in flops[1:]}
+    print(f"\n| workflow | model calls × images per step | steps | tiny SD1.5, CPU s per step | "
+          + " | ".join(f"{name}, GPU min per run" for name in per_image) + " |")
+    print("| --- | --- | ---: | ---: |" + " ---: |" * len(per_image))
+    for name, phase, calls, images, seconds, steps in rows:
+        label = f"{name} ({phase})" if phase else name
+        gpu = [f"{images * steps * tflops / args.tflops / 60:.1f}" if steps > 1 else "–" for tflops in per_image.values()]
+        print(f"| {label} | {calls:g} × {images / calls if calls else 0:g} | {steps} | {seconds:.2f} | "
+              + " | ".join(gpu) + " |")
+    print(f"\n({time.time() - start:.0f} s; GPU columns: images × steps × TFLOPs per image ÷ {args.tflops:g} TFLOP/s)")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ class Server:
         )
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 120.0):
+    def _wait_ready(self, timeout: float = 300.0):  # a shared 2-core machine can take minutes
         import time
 
         import requests
