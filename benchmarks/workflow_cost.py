@@ -9,7 +9,7 @@ measures the neighbours too). Arithmetic: PyTorch's FlopCounterMode over ComfyUI
 classes built on the meta device (no weights, no memory), one image per forward. Needs ComfyUI, found as the tests
 find it; about 10 minutes on 2 CPU cores.
 
-    python benchmarks/workflow_cost.py [--low 2] [--high 4] [--tflops 50]
+    python benchmarks/workflow_cost.py [--low 2] [--high 4] [--size 512] [--tflops 50]
 """
 import argparse
 import json
@@ -112,6 +112,16 @@ def run(server, prompt: dict, log: Path) -> tuple[float, list[int]]:
     return seconds, batches
 
 
+def at_size(prompt: dict, size: int) -> dict:
+    """The workflow with its image size (empty latent, Optimize Image's size and native size) set to size."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        for key in ("width", "height", "native_size"):
+            if key in node["inputs"] and node["class_type"] in ("EmptyLatentImage", "DistillOptimizeImage"):
+                node["inputs"][key] = size
+    return prompt
+
+
 def with_steps(prompt: dict, steps: int, **inputs) -> dict:
     prompt = json.loads(json.dumps(prompt))
     opt = step_inputs(prompt)
@@ -128,7 +138,7 @@ def phase_steps(prompt: dict, phase: str) -> int:
     return {"": inputs["steps"], "whole image": whole, "patches": inputs["steps"] - whole}[phase]
 
 
-def measure_workflows(low: int, high: int) -> list[tuple]:
+def measure_workflows(low: int, high: int, size: int) -> list[tuple]:
     import numpy as np
     from PIL import Image
 
@@ -141,8 +151,8 @@ def measure_workflows(low: int, high: int) -> list[tuple]:
     harness.tiny_checkpoint(base / "models" / "checkpoints" / sds[find_node(sds, "CheckpointLoaderSimple")]["inputs"]
                             ["ckpt_name"])
     (base / "input").mkdir()
-    pixels = np.random.default_rng(0).integers(0, 256, (512, 512, 4), dtype=np.uint8)
-    pixels[..., 3], pixels[:, 256:, 3] = 255, 0  # the right half painted as masked_editing's mask
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 4), dtype=np.uint8)
+    pixels[..., 3], pixels[:, size // 2:, 3] = 255, 0  # the right half painted as masked_editing's mask
     Image.fromarray(pixels).save(base / "input" / "example.png")
     server, rows = None, []
     try:
@@ -155,12 +165,12 @@ def measure_workflows(low: int, high: int) -> list[tuple]:
         for path in sorted(API.glob("*.json")):
             if path.stem == "train_corrector":
                 continue
-            prompt = json.loads(path.read_text())
+            prompt = at_size(json.loads(path.read_text()), size)
             phases = [("", {})]
             if any(n["class_type"] == "DistillOptimizeImage" for n in prompt.values()):
                 phases = [("whole image", {}), ("patches", {"whole_image_steps": 0})]
             for phase, inputs in phases:
-                run(server, with_steps(prompt, 1, **inputs), log)  # loads the model and caches the prompts
+                run(server, with_steps(prompt, low - 1, **inputs), log)  # loads the model, caches the prompts
                 t_low, b_low = run(server, with_steps(prompt, low, **inputs), log)
                 t_high, b_high = run(server, with_steps(prompt, high, **inputs), log)
                 n = high - low
@@ -178,17 +188,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--low", type=int, default=2)
     parser.add_argument("--high", type=int, default=4)
+    parser.add_argument("--size", type=int, default=512, help="image size of every workflow (theirs: 512)")
     parser.add_argument("--tflops", type=float, default=50.0,
                         help="the achieved fp16/bf16 throughput the GPU estimates assume (TFLOP/s)")
     args = parser.parse_args()
+    if args.low < 2 or args.high <= args.low:
+        parser.error("--low must be at least 2 (a warm-up runs low - 1 steps) and --high above it")
     flops = flops_per_forward()
     print("| model | input | TFLOPs per forward (one image) |\n| --- | --- | ---: |")
     for model, shape, tflops in flops:
         print(f"| {model} | {shape} | {tflops:.2f} |", flush=True)
     start = time.time()
-    rows = measure_workflows(args.low, args.high)
+    rows = measure_workflows(args.low, args.high, args.size)
     per_image = {name: tflops for name, _, tflops in flops[1:]}
-    print(f"\n| workflow | model calls × images per step | steps | tiny SD1.5, CPU s per step | "
+    print(f"\n| workflow | model calls × images per step | steps | tiny SD1.5 at {args.size}², CPU s per step | "
           + " | ".join(f"{name}, GPU min per run" for name in per_image) + " |")
     print("| --- | --- | ---: | ---: |" + " ---: |" * len(per_image))
     for name, phase, calls, images, seconds, steps in rows:
