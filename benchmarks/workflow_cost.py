@@ -1,13 +1,14 @@
 """What each shipped workflow costs: diffusion-model forwards per step, measured CPU time per step with the tests'
 tiny SD1.5 checkpoint, and the arithmetic of one forward of SD1.5, SDXL and Flux at their native sizes.
 
-Forwards: a headless ComfyUI (the tests' server, tiny SD1.5-format checkpoint, every workflow at its own size)
-logs the batch size of every diffusion-model forward; each workflow runs once to load and cache its inputs, then
+Forwards: a headless ComfyUI (the tests' server, tiny SD1.5-format checkpoint, every workflow at its own 512×512 or at
+--size; the README's table ran at --size 64 --low 2 --high 4, 39 minutes on a loaded 2-core machine) logs the batch
+size of every diffusion-model forward; each workflow runs once to load and cache its inputs, then
 at two step counts, and the difference over the extra steps is one step's cost (calls, images through the model,
 and the CPU seconds the server process used, user + system over all its threads: on a shared machine wall time
 measures the neighbours too). Arithmetic: PyTorch's FlopCounterMode over ComfyUI's own model
 classes built on the meta device (no weights, no memory), one image per forward. Needs ComfyUI, found as the tests
-find it; about 10 minutes on 2 CPU cores.
+find it.
 
     python benchmarks/workflow_cost.py [--low 2] [--high 4] [--size 512] [--tflops 50]
 """
