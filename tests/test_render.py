@@ -40,7 +40,8 @@ def constant_field(sigma, colour, inside=None):
 def test_a_constant_density_box_transmits_exp_minus_sigma_chord_and_composites_its_colour():
     """The whole box [−1, 1]³ at constant σ: a centre-column ray enters the front face z = 1 at 1/cos θ (d = 2,
     |tan θ| ≤ 1/3 < 1) and leaves by the back face z = −1 at 3/cos θ or the top/bottom face |y| = 1 at 1/|sin θ|:
-    chord = min(3/cos θ, 1/|sin θ|) − 1/cos θ; opacity 1 − e^{−σ·chord}, colour c·(1 − e^{−σ·chord}) + bg·e^{−σ·chord}."""
+    chord = min(3/cos θ, 1/|sin θ|) − 1/cos θ; opacity 1 − e^{−σ·chord}, colour c·(1 − e^{−σ·chord}) +
+    bg·e^{−σ·chord}."""
     sigma, colour, bg = 1.3, torch.tensor([0.2, 0.7, 0.4], dtype=torch.float64), torch.tensor([1.0, 0.5, 0.0])
     theta = centre_column_angles()
     chord = torch.minimum(3 / theta.cos(), 1 / theta.sin().abs()) - 1 / theta.cos()
