@@ -1,0 +1,60 @@
+"""SDS-3D on the exact multi-view prior (distill/scene_mixture.py): what the prior predicts, measured.
+
+With the prior of three asymmetric figures seen from each camera, the mode SDS climbs to is one figure, the
+same from every side: every held-out view picks it and matches it. A camera-blind prior shows every camera
+the figures' fronts, so the scene that pleases every camera has a front on every side — the multi-face
+(Janus) failure; view prompts tell the back from the front and reduce it. Small grids, few steps: the
+benchmark (benchmarks/scene_quality.py) runs every loss longer.
+"""
+import pytest
+import torch
+
+from distill import recipes
+from distill.cameras import turntable
+from distill.optimize_scene import SceneSettings, SceneView, optimize_scene, render_views
+from distill.scene_mixture import SceneMixturePrior, score
+from distill.regularizers import Regularizers
+from distill.shading import Shading
+
+NATIVE = 32
+STEPS = {"camera": 150, "front": 80, "prompt": 80}
+
+
+def held_out():
+    cameras = turntable(8, 15.0)
+    return cameras.with_azimuth(cameras.azimuth + 22.5)
+
+
+@pytest.fixture(scope="module")
+def distilled():
+    """SDS from a random scene on each variant of the prior, scored on the held-out turntable. cfg 1: the prior's
+    own score (the unconditional branch only lacks the view; benchmarks/scene_quality.py also runs cfg 100);
+    albedo shading of flat-coloured figures, so no regularizer has a shaded view to protect."""
+    cache = {}
+
+    def run(views):
+        if views not in cache:
+            settings = SceneSettings(steps=STEPS[views], lr=0.1, render_size=NATIVE, samples=32, grid=24,
+                                     shading=Shading(albedo_fraction=1.0),
+                                     regularizers=Regularizers(orientation=(0, 0), sparsity=0))
+            scene, _ = optimize_scene(recipes.sds(cfg=1.0), SceneMixturePrior(NATIVE, views),
+                                      SceneView(NATIVE, lambda x: x), settings)
+            cache[views] = score(render_views(scene, held_out(), NATIVE, 96), held_out(), SceneMixturePrior(NATIVE))
+        return cache[views]
+
+    return run
+
+
+def test_sds_on_the_multiview_prior_distils_one_figure_seen_alike_from_every_held_out_side(distilled):
+    s = distilled("camera")
+    assert s.consistency == 1 and s.multi_face == 0
+    assert s.psnr >= 25
+
+
+def test_a_camera_blind_prior_puts_a_front_on_the_back_and_view_prompts_reduce_it(distilled):
+    """Measured at 80 steps: the camera-blind scene shows a front in at least 3 of the 4 held-out views from
+    behind; with view prompts (one label for both sides, the back seen only from 180°) in 2 of 4, and its
+    figure stays the same in every view. benchmarks/scene_quality.py measures both at 150 steps."""
+    blind, prompted = distilled("front"), distilled("prompt")
+    assert blind.multi_face >= 0.75
+    assert prompted.multi_face <= 0.5 and prompted.consistency == 1
