@@ -315,3 +315,25 @@ def interrupt_at(step: int, of: int | None = None):
             comfy.model_management.interrupt_current_processing()
 
     return progress_hook(hook)
+
+
+def tiny_clip(seed: int = 0):
+    """comfy.sd.CLIP with SD1.5's tokenizer and a random 2-layer text encoder 64 wide (tiny_model's context)."""
+    import functools
+    import json
+
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+
+    config = json.loads((COMFYUI / "comfy" / "sd1_clip_config.json").read_text()) | {
+        "hidden_size": CONTEXT_DIM, "intermediate_size": 4 * CONTEXT_DIM, "num_attention_heads": 2,
+        "num_hidden_layers": 2, "projection_dim": CONTEXT_DIM}
+    model = functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=comfy.sd1_clip.SDClipModel,
+                              textmodel_json_config=config)
+    clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, model))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in clip.cond_stage_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return clip
