@@ -1,0 +1,75 @@
+"""The optimized 3D scene: density and albedo on a voxel grid, sampled trilinearly with grid_sample.
+
+Why a voxel grid and not a tri-plane: on the exact multi-view prior's scenes, fitted photometrically with the
+same renderer, steps and cameras (benchmarks/scene_representation.py), a 32³ grid reaches a higher held-out
+PSNR than a 64² tri-plane with a small MLP decoder at a lower cost per step on the CPU, and needs no decoder
+(whose weights would make every voxel depend on every other). The grid also is ComfyUI's VOXEL as it stands.
+
+Layout: parameters [1, C, D, H, W] on cell centres; index [d, h, w] holds the cell centred at world
+(x, y, z) = (−1 + (2w + 1)/R, −1 + (2h + 1)/R, −1 + (2d + 1)/R), grid_sample's align_corners=False
+convention: the W axis is world x, H is y (up), D is z (towards the front). ComfyUI's VoxelToMesh ("basic")
+puts voxel [d, h, w] at exactly that place, its xyz being the reversed index; "surface net" half a voxel
+further along +x, +y and +z.
+
+Density σ = softplus(raw + blob(p)) per world unit, threestudio's "blob_magic3d" bias blob(p) = 10·(1 − ‖p‖/0.5)
+(a ball of radius ½ to start from); albedo = sigmoid(raw). Normals are −∇σ/‖∇σ‖, ∇σ by central differences
+of σ at the cell centres, sampled like the rest.
+"""
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .render import BOUND, FieldSample
+
+BLOB_SCALE = 10.0
+BLOB_STD = 0.5
+
+
+def blob_bias(points: Tensor) -> Tensor:
+    """threestudio's blob_magic3d density bias at points [..., 3]."""
+    return BLOB_SCALE * (1 - torch.linalg.vector_norm(points, dim=-1) / BLOB_STD)
+
+
+def cell_centres(resolution: int, dtype=torch.float32, device=None) -> Tensor:
+    """World positions [D, H, W, 3] (x, y, z) of the cells of a resolution³ grid over [−1, 1]³."""
+    c = (2 * torch.arange(resolution, dtype=dtype, device=device) + 1) / resolution - 1
+    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
+    return torch.stack([x, y, z], -1) * BOUND
+
+
+class VoxelScene(nn.Module):
+    """density [1, 1, R, R, R] and albedo [1, 3, R, R, R] logits; a generator draws the albedo logits ~ N(0, 1)
+    (a random scene) on the CPU, without one they start at 0 (grey); both are then moved to `device`."""
+
+    def __init__(self, resolution: int, generator: torch.Generator | None = None, device=None):
+        super().__init__()
+        if not 2 <= resolution <= 512:
+            raise ValueError(f"grid resolution must be within [2, 512], got {resolution}.")
+        shape = (1, 3, resolution, resolution, resolution)
+        albedo = torch.zeros(shape) if generator is None else torch.randn(shape, generator=generator)
+        self.density = nn.Parameter(torch.zeros(1, 1, *shape[2:]).to(device))
+        self.albedo = nn.Parameter(albedo.to(device))
+
+    @property
+    def resolution(self) -> int:
+        return self.density.shape[-1]
+
+    def density_grid(self) -> Tensor:
+        """σ at the cell centres, [D, H, W] (see the module docstring for the axes), per world unit."""
+        centres = cell_centres(self.resolution, self.density.dtype, self.density.device)
+        return F.softplus(self.density[0, 0] + blob_bias(centres))
+
+    def voxel(self) -> Tensor:
+        """The VOXEL export [D, H, W]: each cell's opacity 1 − exp(−σ·2/R) along its edge, in [0, 1], so that
+        VoxelToMesh's threshold reads as the share of light one cell stops."""
+        return 1 - torch.exp(-self.density_grid() * (2 * BOUND / self.resolution))
+
+    def forward(self, points: Tensor) -> FieldSample:
+        sigma = self.density_grid()
+        gradient = torch.stack(torch.gradient(sigma, spacing=2 * BOUND / self.resolution), 0)  # d/dz, d/dy, d/dx
+        grids = torch.cat([self.density, self.albedo, gradient.flip(0)[None]], 1)
+        at = F.grid_sample(grids, points.reshape(1, -1, 1, 1, 3) / BOUND, align_corners=False, padding_mode="border")
+        at = at.reshape(grids.shape[1], -1).T
+        density = F.softplus(at[:, 0] + blob_bias(points))
+        normal = -F.normalize(at[:, 4:7], dim=-1, eps=1e-12)
+        return FieldSample(density, torch.sigmoid(at[:, 1:4]), normal)
