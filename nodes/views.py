@@ -1,10 +1,11 @@
 """Conditioning that depends on the camera: the "3D View Prompts" node, its DISTILL_VIEWS link, and the prior
 that gives each camera of a step its own positive conditioning in one batched model evaluation.
 
-A DISTILL_VIEWS link is anything with ``at(elevation, azimuth) -> CONDITIONING`` (degrees; threestudio's
-convention: azimuth 0 looks at the front, elevation up is positive). 3D View Prompts picks one of four prompts
-by threestudio's thresholds; a camera-conditioned model (Stable Zero123: its conditioning holds the camera's
-angles) plugs in as another such link, with no change to Optimize 3D.
+A DISTILL_VIEWS link is anything with ``at(cameras) -> [CONDITIONING per camera]`` (distill.cameras.Cameras:
+elevation, azimuth in degrees, azimuth 0 the front). 3D View Prompts picks one of four prompts by threestudio's
+view labels (distill.cameras.view_labels); a camera-conditioned model (Stable Zero123: its conditioning holds the
+camera's angles) plugs in as another such link, with no change to Optimize 3D. ``CameraDenoiser`` is the core's
+ViewPrior (distill.scene_prior) on ComfyUI's evaluation.
 """
 import uuid
 from dataclasses import dataclass, field
@@ -16,32 +17,15 @@ import comfy.sampler_helpers
 import comfy.samplers
 from comfy_api.latest import io
 
+from ..distill.cameras import VIEWS, Cameras, view_labels
 from .checks import check_widgets
 from .evaluation import ComfyDenoiser
 from .types import CATEGORY, DistillViewsType
 
-VIEWS = ("front", "side", "back", "overhead")
 SUFFIX = ", {} view"
 """threestudio's view-dependent prompt: the prompt, then ", front view" (and so on)."""
 NOT_PLAIN = ("control", "area", "mask", "hooks", "timestep_start", "timestep_end", "gligen", "default")
 """Cond entries one item of a batch cannot have on its own: each camera's prompt must be a plain one."""
-
-
-def shift_azimuth(azimuth: torch.Tensor) -> torch.Tensor:
-    """Azimuth in degrees into (−180, 180]."""
-    return 180 - (180 - azimuth) % 360
-
-
-def view_labels(elevation: torch.Tensor, azimuth: torch.Tensor, front: float = 45.0, back: float = 45.0,
-                overhead: float = 60.0) -> list[str]:
-    """threestudio's rule per camera: "overhead" above ``overhead`` degrees of elevation, else "front" within
-    ``front`` degrees of azimuth 0, "back" within ``back`` of 180, else "side"."""
-    azimuth = shift_azimuth(azimuth.double())
-    labels = []
-    for e, a in zip(elevation.double().tolist(), azimuth.tolist()):
-        labels.append("overhead" if e > overhead else "front" if -front < a < front
-                      else "back" if a > 180 - back or a < -180 + back else "side")
-    return labels
 
 
 def check_plain(input_name: str, cond) -> None:
@@ -61,19 +45,13 @@ def check_plain(input_name: str, cond) -> None:
 
 @dataclass(frozen=True)
 class ViewPrompts:
-    """The positive CONDITIONING per view label, and threestudio's thresholds (degrees) that pick the label."""
+    """A DISTILL_VIEWS link: the positive CONDITIONING of each of threestudio's view labels."""
 
     conditionings: dict[str, list]
-    front_threshold: float = 45.0
-    back_threshold: float = 45.0
-    overhead_threshold: float = 60.0
 
-    def labels(self, elevation: torch.Tensor, azimuth: torch.Tensor) -> list[str]:
-        return view_labels(elevation, azimuth, self.front_threshold, self.back_threshold, self.overhead_threshold)
-
-    def at(self, elevation: torch.Tensor, azimuth: torch.Tensor) -> list[list]:
-        """The CONDITIONING of each camera (elevation, azimuth [N] in degrees)."""
-        return [self.conditionings[label] for label in self.labels(elevation, azimuth)]
+    def at(self, cameras: Cameras) -> list[list]:
+        """The CONDITIONING of each camera."""
+        return [self.conditionings[label] for label in view_labels(cameras)]
 
 
 @dataclass
@@ -101,9 +79,9 @@ class CameraConds:
             self.processed[key] = (cond, entry["positive"][0])
         return self.processed[key][1]
 
-    def branch(self, elevation: torch.Tensor, azimuth: torch.Tensor, latent_shape: Sequence[int]) -> list[dict]:
+    def branch(self, cameras: Cameras, latent_shape: Sequence[int]) -> list[dict]:
         """The processed "positive" branch of a batch seen from these cameras."""
-        entries = [self.entry(c, latent_shape) for c in self.views.at(elevation, azimuth)]
+        entries = [self.entry(c, latent_shape) for c in self.views.at(cameras)]
         first, rest = entries[0], entries[1:]
         model_conds = {}
         for key, cond in first["model_conds"].items():
@@ -116,25 +94,18 @@ class CameraConds:
 
 
 class CameraDenoiser:
-    """The camera-dependent prior on ComfyUI's evaluation: ``at(elevation, azimuth)`` is the ComfyDenoiser of
-    a batch whose item i is seen from camera i, its "positive" branch each camera's view conditioning, every
-    other branch (negative, NFSD's negative, …) as the loss connected them; one calc_cond_batch per call."""
+    """distill.scene_prior.ViewPrior on ComfyUI's evaluation: ``for_cameras`` gives the ComfyDenoiser of a batch
+    whose item i is seen from camera i, its "positive" branch each camera's view conditioning and every other
+    branch (negative, NFSD's negative, …) as the loss connected them: one calc_cond_batch per evaluation.
+    latent_shape: of the latents the loss sees ([B, C, h, w]; it sizes what the model's extra_conds derive)."""
 
-    def __init__(self, denoiser: ComfyDenoiser, views, seed: int):
-        self.denoiser = denoiser
-        self.sigmas = denoiser.sigmas
-        self.one_t_per_batch = denoiser.one_t_per_batch
+    def __init__(self, denoiser: ComfyDenoiser, views, latent_shape: Sequence[int], seed: int):
+        self.denoiser, self.latent_shape = denoiser, tuple(latent_shape)
         guider = denoiser.guider
         self.conds = CameraConds(views, guider.inner_model, guider.model_patcher.load_device, seed)
 
-    def coefficients(self, sigma):
-        return self.denoiser.coefficients(sigma)
-
-    def __call__(self, requests, sigma):
-        return self.denoiser(requests, sigma)
-
-    def at(self, elevation: torch.Tensor, azimuth: torch.Tensor, latent_shape: Sequence[int]) -> ComfyDenoiser:
-        return self.denoiser.with_branches({"positive": self.conds.branch(elevation, azimuth, latent_shape)})
+    def for_cameras(self, cameras: Cameras) -> ComfyDenoiser:
+        return self.denoiser.with_branches({"positive": self.conds.branch(cameras, self.latent_shape)})
 
 
 def encode(clip, text: str) -> list:
@@ -150,22 +121,13 @@ class ViewPrompts3D(io.ComfyNode):
             display_name="3D View Prompts",
             category=CATEGORY,
             description="Per-camera prompts for Optimize 3D (threestudio's view-dependent prompting): a camera "
-                        "within front_threshold of azimuth 0 sees 'PROMPT, front view', within back_threshold of "
-                        "180 'PROMPT, back view', above overhead_threshold of elevation 'PROMPT, overhead view', "
-                        "any other 'PROMPT, side view'. Against the multi-face (Janus) problem. A connected "
+                        "within 45° of azimuth 0 sees 'PROMPT, front view', within 45° of 180 'PROMPT, back view', "
+                        "above 60° of elevation 'PROMPT, overhead view', any other 'PROMPT, side view'. Against the multi-face (Janus) problem. A connected "
                         "front/side/back/overhead conditioning replaces that view's prompt.",
             inputs=[
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="What the object is (e.g. 'a DSLR photo of a corgi'); each view appends its "
                                         "suffix. Needs clip; ignored for views whose conditioning is connected."),
-                io.Float.Input("front_threshold", default=45.0, min=0.0, max=180.0, step=1.0,
-                               tooltip="Degrees of azimuth either side of 0 that count as the front (threestudio: 45)."),
-                io.Float.Input("back_threshold", default=45.0, min=0.0, max=180.0, step=1.0,
-                               tooltip="Degrees of azimuth either side of 180 that count as the back "
-                                       "(threestudio: 45)."),
-                io.Float.Input("overhead_threshold", default=60.0, min=-90.0, max=90.0, step=1.0,
-                               tooltip="Cameras above this elevation (degrees) see the overhead view "
-                                       "(threestudio: 60)."),
                 io.Clip.Input("clip", optional=True, tooltip="Encodes the prompt with each view's suffix."),
                 *[io.Conditioning.Input(view, optional=True,
                                         tooltip=f"The {view} view's conditioning, instead of the prompt with "
@@ -180,7 +142,7 @@ class ViewPrompts3D(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, prompt, front_threshold, back_threshold, overhead_threshold, clip=None, front=None, side=None,
+    def execute(cls, prompt, clip=None, front=None, side=None,
                 back=None, overhead=None) -> io.NodeOutput:
         check_widgets(cls, locals())
         given = {"front": front, "side": side, "back": back, "overhead": overhead}
@@ -198,4 +160,4 @@ class ViewPrompts3D(io.ComfyNode):
                 raise ValueError(f"{view}: its conditioning is {conds[view][0][0].shape[-1]} wide but the front "
                                  f"view's is {width}; encode every view with the same CLIP.")
         positive = encode(clip, prompt) if clip is not None and prompt.strip() else conds["front"]
-        return io.NodeOutput(ViewPrompts(conds, front_threshold, back_threshold, overhead_threshold), positive)
+        return io.NodeOutput(ViewPrompts(conds), positive)

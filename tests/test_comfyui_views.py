@@ -11,16 +11,20 @@ VIEW_SEEDS = {"front": 11, "side": 12, "back": 13, "overhead": 14}
 
 
 def views(**kw):
-    return run_node("Distill3DViewPrompts", prompt="", front_threshold=45.0, back_threshold=45.0,
-                    overhead_threshold=60.0, **{v: conditioning(s) for v, s in VIEW_SEEDS.items()} | kw).args
+    return run_node("Distill3DViewPrompts", prompt="", **{v: conditioning(s) for v, s in VIEW_SEEDS.items()} | kw).args
 
 
-def test_labels_follow_threestudios_thresholds():
-    labels = pack("nodes.views").view_labels
-    elevation = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 59.0, 61.0, 61.0, -10.0])
-    azimuth = torch.tensor([0.0, 44.0, 46.0, -46.0, 180.0, -136.0, 90.0, 0.0, 180.0, 540.0])
-    assert labels(elevation, azimuth) == ["front", "front", "side", "side", "back", "back", "side", "overhead",
-                                          "overhead", "back"]
+def cameras(elevation, azimuth):
+    n = len(elevation)
+    return pack("distill.cameras").Cameras(torch.tensor(elevation), torch.tensor(azimuth), torch.full((n,), 2.0),
+                                           torch.full((n,), 60.0))
+
+
+def test_each_camera_is_given_its_threestudio_views_conditioning():
+    prompts, _ = views()
+    seen = prompts.at(cameras([0.0, 0.0, 0.0, 61.0, -10.0], [10.0, 90.0, 170.0, 0.0, -100.0]))
+    expected = ("front", "side", "back", "overhead", "side")
+    assert all(torch.equal(c[0][0], conditioning(VIEW_SEEDS[v])[0][0]) for c, v in zip(seen, expected))
 
 
 def watched(model):
@@ -35,10 +39,10 @@ def watched(model):
     return m, calls
 
 
-def seen_from(denoiser, prompts, elevation, azimuth, x, sigma):
+def seen_from(denoiser, prompts, views_of, x, sigma):
     """The predictions at x [N, ...] with item i seen from camera i."""
     camera, Request = pack("nodes.views"), pack("distill").Request
-    return camera.CameraDenoiser(denoiser, prompts, seed=0).at(elevation, azimuth, x.shape)(
+    return camera.CameraDenoiser(denoiser, prompts, x.shape, seed=0).for_cameras(views_of)(
         [Request(x, 7.5, "positive")], sigma)[0]
 
 
@@ -46,17 +50,17 @@ def test_each_camera_gets_its_views_conditioning_in_one_batched_forward():
     evaluation, camera = pack("nodes.evaluation"), pack("nodes.views")
     model, calls = watched(tiny_model("eps"))
     prompts, _ = views()
-    elevation, azimuth = torch.tensor([0.0, 10.0, 70.0]), torch.tensor([0.0, 180.0, 30.0])
+    three = cameras([0.0, 10.0, 70.0], [0.0, 180.0, 30.0])
     x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor([1.0, 3.0, 7.0])
     out = {}
 
     def run(denoiser, latent):
-        out["batched"] = seen_from(denoiser, prompts, elevation, azimuth, x, sigma)
+        out["batched"] = seen_from(denoiser, prompts, three, x, sigma)
         out["calls"] = list(calls)
         for i, view in enumerate(["front", "back", "overhead"]):
             only = camera.ViewPrompts({v: prompts.conditionings[view] for v in camera.VIEWS})
-            out[view] = seen_from(denoiser, only, elevation[i:i + 1], azimuth[i:i + 1], x[i:i + 1], sigma[i:i + 1])
+            out[view] = seen_from(denoiser, only, three[i], x[i:i + 1], sigma[i:i + 1])
         return latent
 
     evaluation.run_with_model(model, {"positive": conditioning(1), "negative": conditioning(2)},
@@ -70,8 +74,7 @@ def test_each_camera_gets_its_views_conditioning_in_one_batched_forward():
 
 def test_a_prompt_and_clip_are_needed_for_views_not_connected():
     with pytest.raises(ValueError, match="clip: no CLIP and prompt to encode the side, overhead views"):
-        run_node("Distill3DViewPrompts", prompt="a fox", front_threshold=45.0, back_threshold=45.0,
-                 overhead_threshold=60.0, front=conditioning(1), back=conditioning(2))
+        run_node("Distill3DViewPrompts", prompt="a fox", front=conditioning(1), back=conditioning(2))
 
 
 def test_a_combined_or_controlled_view_conditioning_is_refused_naming_it():
@@ -88,8 +91,7 @@ def test_each_views_prompt_is_the_prompt_with_threestudios_suffix():
     from comfy_harness import tiny_clip
 
     clip = tiny_clip()
-    prompts, positive = run_node("Distill3DViewPrompts", prompt="a fox", front_threshold=45.0, back_threshold=45.0,
-                                 overhead_threshold=60.0, clip=clip, back=conditioning(3)).args
+    prompts, positive = run_node("Distill3DViewPrompts", prompt="a fox", clip=clip, back=conditioning(3)).args
     for view in ("front", "side", "overhead"):
         expected = nodes.CLIPTextEncode().encode(clip, f"a fox, {view} view")[0]
         assert torch.equal(prompts.conditionings[view][0][0], expected[0][0]), view
