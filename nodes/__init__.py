@@ -8,6 +8,7 @@ from .dds import DDSLoss
 from .ddim_invert import DDIMInvertNoise
 from .lmc import LMCCorrector
 from .nfsd import NFSDGuidance
+from .optimize_3d import Optimize3D
 from .optimize_image import OptimizeImage
 from .optimize_latent import OptimizeLatent
 from .pds import PDSLoss
@@ -20,7 +21,7 @@ class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [SDSLoss, NFSDGuidance, DDSLoss, PDSLoss, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector,
-                OptimizeLatent, OptimizeImage, ViewPrompts3D]
+                OptimizeLatent, OptimizeImage, ViewPrompts3D, Optimize3D]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

@@ -18,7 +18,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from ..distill.cameras import VIEWS, Cameras, view_labels
-from .checks import check_widgets
+from .checks import check_conditioning, check_widgets
 from .evaluation import ComfyDenoiser
 from .types import CATEGORY, DistillViewsType
 
@@ -52,6 +52,18 @@ class ViewPrompts:
     def at(self, cameras: Cameras) -> list[list]:
         """The CONDITIONING of each camera."""
         return [self.conditionings[label] for label in view_labels(cameras)]
+
+
+PROBES = Cameras(torch.tensor([0.0, 0.0, 0.0, 80.0]), torch.tensor([0.0, 90.0, 180.0, 0.0]),
+                 torch.full((4,), 2.0), torch.full((4,), 60.0))
+"""A camera of each view label, in VIEWS' order."""
+
+
+def check_views(views, positive: list) -> None:
+    """Every view's conditioning is a plain prompt as wide as the loss's positive (the same text encoder)."""
+    for view, cond in zip(VIEWS, views.at(PROBES)):
+        check_plain(f"views: its {view} view", cond)
+        check_conditioning(f"views: its {view} view", cond, positive, "the loss's positive")
 
 
 @dataclass

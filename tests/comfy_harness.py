@@ -288,7 +288,9 @@ def tiny_vae(seed: int = 0, taesd: bool = False, channels: int = 4):
                 "ch": 32, "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
     shapes = AutoencoderKL(ddconfig=ddconfig, embed_dim=channels).state_dict()
     sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in shapes.items()}
-    return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})
+    vae = comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})
+    vae.latent_channels = channels  # what ComfyUI reads off a VAE file's decoder; a given config leaves it at 4
+    return vae
 
 
 @contextlib.contextmanager
