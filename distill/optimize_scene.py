@@ -22,7 +22,7 @@ from .regularizers import Regularizers
 from .render import render
 from .run import Run, item_generators
 from .scene import VoxelScene
-from .scene_prior import ViewPrior
+from .scene_prior import CameraBatch, ViewPrior
 from .shading import Shading
 
 
@@ -116,7 +116,7 @@ def optimize_scene(loss: Loss, prior: ViewPrior, view: SceneView, settings: Scen
             shader = settings.shading.shader(lighting._replace(lights=lighting.lights.to(scene.density.device)))
             out = render(scene, rays, settings.samples, background.to(scene.density), shader, scene_generator)
             z = view(out.rgb)
-            g = loss.gradient(prior.for_cameras(cameras), z, run)
+            g = loss.gradient(CameraBatch(prior.for_cameras(cameras), b), z, run)
             objective = target_loss(z, g) + settings.regularizers(out, scene, run.progress)
             opt.zero_grad(set_to_none=True)
             objective.backward()
