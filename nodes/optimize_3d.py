@@ -104,7 +104,10 @@ class Optimize3D(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values) -> bool | str:
+    def validate_inputs(cls, elevation_min: float, elevation_max: float, distance_min: float, distance_max: float,
+                        fovy_min: float, fovy_max: float) -> bool | str:
+        values = dict(elevation_min=elevation_min, elevation_max=elevation_max, distance_min=distance_min,
+                      distance_max=distance_max, fovy_min=fovy_min, fovy_max=fovy_max)
         return widget_message(cls, **values) or check_ranges(values)
 
     @classmethod
