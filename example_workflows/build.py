@@ -90,8 +90,9 @@ PAD, GROUP_TITLE, COLUMN_GAP, ROW_GAP, GROUP_GAP, WIRE_MARGIN = 20, 40, 50, 30, 
 VIEW_MARGIN = (90, 100)  # where the note's corner lands at 100% zoom: clear of the side bar and the menu
 
 
-def node(type_, widgets=None, links=None, title=None):
-    return {"type": type_, "widgets": dict(widgets or {}), "links": dict(links or {}), "title": title}
+def node(type_, widgets=None, links=None, title=None, last=False):
+    """last: stack the node below the others of its column (a tall node whose column-mates' wires pass above it)."""
+    return {"type": type_, "widgets": dict(widgets or {}), "links": dict(links or {}), "title": title, "last": last}
 
 
 def prompt_nodes(prompt=PROMPT):
@@ -275,7 +276,7 @@ WORKFLOWS = {
                 {"vae": ("ckpt", 2), "loss": ("loss", 0), "views": ("views", 0)}),
             "mesh": node("VoxelToMesh", {"algorithm": "surface net", "threshold": 0.5}, {"voxel": ("opt", 0)}),
             "glb": node("SaveGLB", {"filename_prefix": "score_distillation/text_to_3d"}, {"mesh": ("mesh", 0)},
-                        "mesh (3D viewer)"),
+                        "mesh (3D viewer)", last=True),
             "turntable": node("SaveAnimatedWEBP", {"filename_prefix": "score_distillation/text_to_3d_turntable",
                                                    "fps": 12.0, "lossless": False, "quality": 90, "method": "default"},
                               {"images": ("opt", 1)}, "turntable"),
@@ -397,7 +398,7 @@ def layout(graph: dict, note: dict) -> tuple[dict[str, list[int]], list[dict], d
         x_col = x + PAD
         for c in sorted(set(column.values())):
             stack = sorted((k for k in members if column[k] == c),
-                           key=lambda k: (-reach(graph, k, role), barycenter(graph, k, pos)))
+                           key=lambda k: (graph[k]["last"], -reach(graph, k, role), barycenter(graph, k, pos)))
             y = top + GROUP_TITLE + TITLE
             for key in stack:
                 pos[key] = [x_col, y]
