@@ -58,10 +58,11 @@ IO = {
 }
 # The frontend adds a "control after generate" widget after every INT input named seed or noise_seed
 # unless the input declares control_after_generate=False, as Train LMC Corrector's does; the UI format
-# holds its value. LoadImage's upload button also keeps a value there.
+# holds its value. LoadImage's upload button also keeps a value there, and so does the 3D viewer that the
+# frontend's Comfy.SaveGLB extension adds to Save GLB (an empty one).
 SEEDS = ("seed", "noise_seed")
 SEED_WITHOUT_CONTROL = {"DistillTrainLMCCorrector"}
-UI_ONLY_WIDGETS = {"LoadImage": ["image"]}
+UI_ONLY_WIDGETS = {"LoadImage": ["image"], "SaveGLB": [""]}
 TIMESTEPS = {"weighting": "auto", "t_min": 0.02, "t_max": 0.98, "t_schedule": "uniform", "grad_clip": 0.0}
 CORRECTOR = "v1-5-pruned-emaonly_spectral.safetensors"  # what corrector_weights/make_corrector.py names it
 

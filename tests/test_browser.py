@@ -252,3 +252,15 @@ def test_template_browser_cards_show_thumbnails_titled_as_the_readme_gallery(pag
     titles = page.js(f"{cards}.map(c => c.innerText.trim().split('\\n')[0])")
     page.js("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
     assert sorted(titles) == sorted(readme_gallery()) == NAMES
+
+
+def test_save_glb_shows_comfyuis_3d_viewer_and_the_run_gives_it_a_mesh(page, live_server, trained_in_browser):
+    """text_to_3d's Save GLB carries the frontend's 3D viewer widget, and queued from the browser it saves a .glb
+    that the viewer is pointed at (the node's output)."""
+    drop(page, WORKFLOWS / "text_to_3d.json")
+    widgets = page.js("app.graph.nodes.find(n => n.type === 'SaveGLB').widgets.map(w => [w.name, w.type])")
+    assert ["image", "Preview3D"] in widgets or any(name == "image" for name, _ in widgets), widgets
+    entry = queue_from_browser(page, live_server, "text_to_3d", run_values("text_to_3d", live_server))
+    glb = next(i for i, n in twin("text_to_3d").items() if n["class_type"] == "SaveGLB")
+    files = entry["outputs"][glb]["3d"]
+    assert files and all(f["filename"].endswith(".glb") for f in files), files

@@ -43,6 +43,10 @@ def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
+FRONTEND_ONLY = {"SaveGLB": 1}
+"""Widgets the frontend adds to a node that the server does not declare: Save GLB's 3D viewer (Comfy.SaveGLB)."""
+
+
 def frontend_widgets(name: str, spec) -> int:
     """How many values the frontend (1.27.10) saves for a widget input: one, plus its "control after generate"
     value where it adds one (an INT that declares control_after_generate, or an INT named seed or noise_seed
@@ -68,7 +72,7 @@ def test_ui_workflow_matches_object_info(path, object_info):
         info = object_info[n["type"]]
         declared = info["input"]["required"] | info["input"].get("optional", {})
         widgets = [name for name, spec in declared.items() if is_widget(spec)]
-        extra = sum(frontend_widgets(name, declared[name]) - 1 for name in widgets)
+        extra = sum(frontend_widgets(name, declared[name]) - 1 for name in widgets) + FRONTEND_ONLY.get(n["type"], 0)
         assert len(n["widgets_values"]) == len(widgets) + extra, (path.name, n["type"])
         for i in n["inputs"]:
             assert i["name"] in declared and not is_widget(declared[i["name"]]), (n["type"], i["name"])
