@@ -14,15 +14,17 @@ Which images a camera sees (``views``):
 The unconditional branch "negative" is the K scenes from camera c turned to azimuths 0, 90, 180 and 270 (the
 object, from a direction it does not know), "nfsd_negative" those images blurred by one pixel.
 """
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import kornia
 import torch
 from torch import Tensor
 
-from .cameras import Cameras, Rays, view_labels
+from .cameras import CameraRanges, Cameras, Rays, view_labels, wrap_azimuth
+from .corrector import SpectralCorrector, collect_triplets, fit_spectral
 from .denoiser import Request
-from .mixture import mixture_x0
+from .inversion import ddim_sample
+from .mixture import MixtureDenoiser, mixture_x0
 from .schedule import flow_coefficients, sd3_sigmas, sd15_sigmas, ve_coefficients
 
 VIEW_MODES = ("camera", "front", "prompt")
@@ -62,15 +64,15 @@ def ray_sphere(rays: Rays, sphere: Sphere) -> Tensor:
 
 
 def trace(scene: list[Box | Sphere], cameras: Cameras, size: int, background: tuple[float, float, float],
-          supersample: int = 3) -> Tensor:
+          supersample: int = 2) -> Tensor:
     """Images [B, 3, size, size] of one scene, each pixel the mean of supersample² sub-pixel rays."""
-    rays = cameras.to(torch.float64).rays(size * supersample, size * supersample)
+    rays = cameras.to(torch.float32).rays(size * supersample, size * supersample)
     hits = torch.stack([ray_box(rays, p) if isinstance(p, Box) else ray_sphere(rays, p) for p in scene])
-    colours = torch.tensor([list(background)] + [list(p.colour) for p in scene], dtype=torch.float64)
+    colours = torch.tensor([list(background)] + [list(p.colour) for p in scene])
     nearest = hits.amin(0)
     index = torch.where(torch.isfinite(nearest), hits.argmin(0) + 1, 0)
     image = colours[index].permute(0, 3, 1, 2)
-    return torch.nn.functional.avg_pool2d(image, supersample).float()
+    return torch.nn.functional.avg_pool2d(image, supersample)
 
 
 FIGURES = [
@@ -107,10 +109,11 @@ def view_cameras(cameras: Cameras, views: str) -> list[Cameras]:
 
 
 class PerItemMixture:
-    """A Denoiser whose item i has mixtures of its own: ``branches`` maps a name to one [K_i, C, H, W] per item."""
+    """A Denoiser whose item i has mixtures of its own: ``branches`` maps a name to a function giving one
+    [K_i, C, H, W] per item, called when the branch is first evaluated."""
 
-    def __init__(self, branches: dict[str, list[Tensor]], width: float, flow: bool = False):
-        self.means = {name: [m.flatten(1).double() for m in per_item] for name, per_item in branches.items()}
+    def __init__(self, branches: dict[str, Callable[[], list[Tensor]]], width: float, flow: bool = False):
+        self.branches, self.cached = branches, {}
         self.width, self.flow = width, flow
         self.sigmas = sd3_sigmas() if flow else sd15_sigmas()
         self.one_t_per_batch = False
@@ -118,14 +121,20 @@ class PerItemMixture:
     def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
         return flow_coefficients(sigma) if self.flow else ve_coefficients(sigma)
 
+    def means(self, branch: str) -> list[Tensor]:
+        if branch not in self.branches:
+            raise ValueError(f"this prior has no branch {branch!r}; it has {', '.join(self.branches)}.")
+        if branch not in self.cached:
+            self.cached[branch] = [m.flatten(1).double() for m in self.branches[branch]()]
+        return self.cached[branch]
+
     def x0(self, x_noisy: Tensor, sigma: Tensor, branch: str) -> Tensor:
-        if branch not in self.means:
-            raise ValueError(f"this prior has no branch {branch!r}; it has {', '.join(self.means)}.")
-        if len(x_noisy) != len(self.means[branch]):
-            raise ValueError(f"batch of {len(x_noisy)} for a prior of {len(self.means[branch])} cameras.")
+        means = self.means(branch)
+        if len(x_noisy) != len(means):
+            raise ValueError(f"batch of {len(x_noisy)} for a prior of {len(means)} cameras.")
         a, b = self.coefficients(sigma.double())
         return torch.cat([mixture_x0(x_noisy[i:i + 1], m.to(x_noisy.device), self.width, a[i:i + 1], b[i:i + 1])
-                          for i, m in enumerate(self.means[branch])])
+                          for i, m in enumerate(means)])
 
     def __call__(self, requests: list[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
         results = []
@@ -143,7 +152,7 @@ class SceneMixturePrior:
 
     def __init__(self, native: int, views: str = "camera", scenes: list[list[Box | Sphere]] = FIGURES,
                  width: float = 0.02, background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                 supersample: int = 3, flow: bool = False):
+                 supersample: int = 2, flow: bool = False):
         if views not in VIEW_MODES:
             raise ValueError(f"views must be one of {', '.join(VIEW_MODES)}, got {views!r}.")
         self.native, self.views, self.scenes = native, views, scenes
@@ -155,12 +164,60 @@ class SceneMixturePrior:
 
     def for_cameras(self, cameras: Cameras) -> PerItemMixture:
         cameras = cameras.to("cpu")
-        positive = [self.images(c) for c in view_cameras(cameras, self.views)]
-        negative = []
-        for i in range(len(cameras)):
-            turned = Cameras(*(v.repeat(4) for v in (cameras.elevation[i:i + 1], cameras.azimuth[i:i + 1],
-                                                      cameras.distance[i:i + 1], cameras.fovy[i:i + 1])))
-            negative.append(self.images(turned.with_azimuth(cameras.azimuth[i] + torch.arange(4) * 90.0)))
-        blurred = [kornia.filters.gaussian_blur2d(n, (5, 5), (1.0, 1.0)) for n in negative]
+
+        def positive():
+            return [self.images(c) for c in view_cameras(cameras, self.views)]
+
+        def negative():
+            turned = [Cameras(*(v.repeat(4) for v in (c.elevation, c.azimuth, c.distance, c.fovy)))
+                      for c in (cameras[i] for i in range(len(cameras)))]
+            return [self.images(t.with_azimuth(t.azimuth + torch.arange(4) * 90.0)) for t in turned]
+
+        def blurred():
+            return [kornia.filters.gaussian_blur2d(n, (5, 5), (1.0, 1.0)) for n in negative()]
+
         return PerItemMixture({"positive": positive, "negative": negative, "nfsd_negative": blurred},
                               self.width, self.flow)
+
+
+class SceneScore(NamedTuple):
+    """How a distilled scene compares with the prior's figures on held-out views (see ``score``)."""
+
+    psnr: float
+    consistency: float
+    multi_face: float
+    picks: list[int]
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio of images in [0, 1] over their last three dimensions, in dB."""
+    return -10 * torch.log10((a - b).pow(2).mean((-3, -2, -1)))
+
+
+def score(renders: Tensor, cameras: Cameras, prior: SceneMixturePrior) -> SceneScore:
+    """renders [N, 3, S, S] of a scene from held-out cameras at the prior's native size S. Each view picks the figure
+    it is nearest to (highest PSNR against that figure's image there); psnr is the mean over the views against
+    the figure most views pick; consistency the share of views that pick it (1: no view shows another figure);
+    multi_face the share of the views from behind (|azimuth| > 90°) that are nearer to that figure's front
+    (the same camera turned to azimuth 0) than to its view from there: a face where the back should be."""
+    truth = prior.images(cameras).view(len(prior.scenes), len(cameras), *renders.shape[1:])
+    fronts = prior.images(cameras.with_azimuth(torch.zeros(len(cameras))))
+    fronts = fronts.view(len(prior.scenes), len(cameras), *renders.shape[1:])
+    per_view = psnr(renders[None].float().cpu(), truth)
+    picks = per_view.argmax(0)
+    chosen = int(picks.mode().values)
+    behind = wrap_azimuth(cameras.azimuth).abs() > 90
+    closer_to_front = psnr(renders.float().cpu(), fronts[chosen]) > per_view[chosen]
+    return SceneScore(per_view[chosen].mean().item(), (picks == chosen).double().mean().item(),
+                      closer_to_front[behind].double().mean().item(), picks.tolist())
+
+
+def fit_corrector(prior: SceneMixturePrior, cameras: int = 8, seed: int = 0) -> SpectralCorrector:
+    """LMC-SDS's corrector for this prior as Train LMC Corrector fits one (a spectral fit on triplets from the
+    prior's own DDIM samples), the prior being the mixture of the figures' images from `cameras` training cameras."""
+    g = torch.Generator().manual_seed(seed)
+    images = prior.images(CameraRanges().sample(cameras, g))
+    unconditional = MixtureDenoiser({"positive": images}, prior.width, prior.flow)
+    samples = ddim_sample(unconditional, torch.randn((16, *images.shape[1:]), generator=g), 30)
+    data = collect_triplets(unconditional, samples, 32, g)
+    return fit_spectral(data.z, data.z_hat, data.t)
