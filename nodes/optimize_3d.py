@@ -64,7 +64,8 @@ class Optimize3D(io.ComfyNode):
                 DistillLossType.Input("loss", tooltip="SDS Loss (with or without corrector or DDIM-Invert Noise) or "
                                                       "NFSD Guidance; its positive is replaced per camera by views."),
                 io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=100000,
-                             tooltip="Optimization steps; each renders cameras_per_step views and runs the model once."),
+                             tooltip="Optimization steps; each renders cameras_per_step views and runs the model "
+                                     "once."),
                 io.Float.Input("learning_rate", default=DEFAULTS.lr, min=0.0001, max=1.0, step=0.001,
                                tooltip="Adam step size on the grid's density and colour logits."),
                 io.Int.Input("render_size", default=DEFAULTS.render_size, min=16, max=512, step=8,

@@ -134,8 +134,9 @@ class ViewPrompts3D(io.ComfyNode):
             category=CATEGORY,
             description="Per-camera prompts for Optimize 3D (threestudio's view-dependent prompting): a camera "
                         "within 45° of azimuth 0 sees 'PROMPT, front view', within 45° of 180 'PROMPT, back view', "
-                        "above 60° of elevation 'PROMPT, overhead view', any other 'PROMPT, side view'. Against the multi-face (Janus) problem. A connected "
-                        "front/side/back/overhead conditioning replaces that view's prompt.",
+                        "above 60° of elevation 'PROMPT, overhead view', any other 'PROMPT, side view'. Against the "
+                        "multi-face (Janus) problem. A connected front/side/back/overhead conditioning replaces that "
+                        "view's prompt.",
             inputs=[
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="What the object is (e.g. 'a DSLR photo of a corgi'); each view appends its "
@@ -160,8 +161,9 @@ class ViewPrompts3D(io.ComfyNode):
         given = {"front": front, "side": side, "back": back, "overhead": overhead}
         missing = [view for view in VIEWS if given[view] is None]
         if missing and (clip is None or not prompt.strip()):
-            raise ValueError(f"clip: no CLIP and prompt to encode the {', '.join(missing)} view{'s' * (len(missing) > 1)}"
-                             f"; connect the checkpoint's CLIP and write a prompt, or connect {', '.join(missing)}.")
+            views = f"{', '.join(missing)} view{'s' * (len(missing) > 1)}"
+            raise ValueError(f"clip: no CLIP and prompt to encode the {views}; connect the checkpoint's CLIP and "
+                             f"write a prompt, or connect {', '.join(missing)}.")
         conds = {view: given[view] if given[view] is not None else encode(clip, prompt + SUFFIX.format(view))
                  for view in VIEWS}
         for view in VIEWS:
