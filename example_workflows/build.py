@@ -47,19 +47,28 @@ IO = {
     "DistillPDSLoss": ([("model", "MODEL"), ("reference", "LATENT"), ("source", "CONDITIONING"),
                         ("target", "CONDITIONING"), ("negative", "CONDITIONING")], [("loss", "DISTILL_LOSS")]),
     "SetLatentNoiseMask": ([("samples", "LATENT"), ("mask", "MASK")], [("LATENT", "LATENT")]),
+    "Distill3DViewPrompts": ([("clip", "CLIP"), ("front", "CONDITIONING"), ("side", "CONDITIONING"),
+                              ("back", "CONDITIONING"), ("overhead", "CONDITIONING")],
+                             [("views", "DISTILL_VIEWS"), ("positive", "CONDITIONING")]),
+    "DistillOptimize3D": ([("vae", "VAE"), ("loss", "DISTILL_LOSS"), ("views", "DISTILL_VIEWS")],
+                          [("voxel", "VOXEL"), ("turntable", "IMAGE"), ("loss_plot", "IMAGE")]),
+    "VoxelToMesh": ([("voxel", "VOXEL")], [("MESH", "MESH")]),
+    "SaveGLB": ([("mesh", "MESH")], []),
+    "SaveAnimatedWEBP": ([("images", "IMAGE")], []),
 }
 # The frontend adds a "control after generate" widget after every INT input named seed or noise_seed
 # unless the input declares control_after_generate=False, as Train LMC Corrector's does; the UI format
-# holds its value. LoadImage's upload button also keeps a value there.
+# holds its value. LoadImage's upload button also keeps a value there, and so does the 3D viewer that the
+# frontend's Comfy.SaveGLB extension adds to Save GLB (an empty one).
 SEEDS = ("seed", "noise_seed")
 SEED_WITHOUT_CONTROL = {"DistillTrainLMCCorrector"}
-UI_ONLY_WIDGETS = {"LoadImage": ["image"]}
+UI_ONLY_WIDGETS = {"LoadImage": ["image"], "SaveGLB": [""]}
 TIMESTEPS = {"weighting": "auto", "t_min": 0.02, "t_max": 0.98, "t_schedule": "uniform", "grad_clip": 0.0}
 CORRECTOR = "v1-5-pruned-emaonly_spectral.safetensors"  # what corrector_weights/make_corrector.py names it
 
 # Groups, left to right, and their colours (LiteGraph's group palette).
 GROUPS = {"prior": "#3f789e", "loss": "#a1309b", "optimize": "#b58b2a", "output": "#8A8"}
-OPTIMIZERS = {"DistillOptimizeLatent", "DistillOptimizeImage", "DistillTrainLMCCorrector"}
+OPTIMIZERS = {"DistillOptimizeLatent", "DistillOptimizeImage", "DistillTrainLMCCorrector", "DistillOptimize3D"}
 PRIOR_OUTPUTS = {"MODEL", "CLIP", "VAE", "CONDITIONING"}
 INPUT_IMAGES = {"LoadImage", "VAEEncode", "SetLatentNoiseMask"}  # the picture being edited, a prior of its own
 LOSS_OUTPUTS = {"DISTILL_LOSS", "DISTILL_NOISE", "LMC_CORRECTOR"}
@@ -68,9 +77,12 @@ LOSS_OUTPUTS = {"DISTILL_LOSS", "DISTILL_NOISE", "LMC_CORRECTOR"}
 # its box; in the box, from 6 down, a row per slot (20), then a row per widget (24) and 8 below them.
 TITLE, SLOTS_TOP, SLOT, WIDGET, WIDGETS_BOTTOM = 30, 6, 20, 24, 8
 # Nodes whose widgets have a minimum size of their own (multiline text, image preview), as measured.
-MIN_SIZE = {"Note": (210, 88), "CLIPTextEncode": (243, 88), "LoadImage": (214, 326)}
-# Room beyond the minimum for text and images; other nodes are WIDTH wide, or NARROW without widgets.
+MIN_SIZE = {"Note": (210, 88), "CLIPTextEncode": (243, 88), "LoadImage": (214, 326), "Distill3DViewPrompts": (210, 168),
+            "SaveGLB": (210, 112)}
+# Room beyond the minimum for text and images (SaveGLB: the size its frontend extension gives its 3D viewer);
+# other nodes are WIDTH wide, or NARROW without widgets.
 ROOM = {"CLIPTextEncode": (380, 110), "LoadImage": (300, 340), "SaveImage": (360, 330),
+        "Distill3DViewPrompts": (340, 200), "SaveGLB": (400, 550), "SaveAnimatedWEBP": (360, 330),
         "DistillLMCCorrector": (340, 0), "DistillTrainLMCCorrector": (340, 0)}
 WIDTH, NARROW = 300, 210
 # The note: 10 px monospace text (the frontend's default textarea font), a character 6 px wide, a line 12 high.
@@ -79,8 +91,9 @@ PAD, GROUP_TITLE, COLUMN_GAP, ROW_GAP, GROUP_GAP, WIRE_MARGIN = 20, 40, 50, 30, 
 VIEW_MARGIN = (90, 100)  # where the note's corner lands at 100% zoom: clear of the side bar and the menu
 
 
-def node(type_, widgets=None, links=None, title=None):
-    return {"type": type_, "widgets": dict(widgets or {}), "links": dict(links or {}), "title": title}
+def node(type_, widgets=None, links=None, title=None, last=False):
+    """last: stack the node below the others of its column (a tall node whose column-mates' wires pass above it)."""
+    return {"type": type_, "widgets": dict(widgets or {}), "links": dict(links or {}), "title": title, "last": last}
 
 
 def prompt_nodes(prompt=PROMPT):
@@ -242,6 +255,35 @@ WORKFLOWS = {
                       reference="masked") | {
             "masked": node("SetLatentNoiseMask", links={"samples": ("encode", 0), "mask": ("image", 1)}),
         } | output_nodes("masked_editing", 200, 0.02, start="masked")),
+    "text_to_3d": (
+        "Text-to-3D (DreamFusion's SDS on a voxel grid, pure PyTorch). Every step renders a 64x64 view from a random "
+        "camera (threestudio's ranges: elevation -10 to 45, distance 1.5 to 2, fovy 40 to 70), resizes it to 512 "
+        "and encodes it with the VAE; SDS at cfg 100 pulls it towards the prompt. 3D View Prompts gives each camera "
+        "'PROMPT, front view' (side, back, overhead) against the multi-face problem. VoxelToMesh turns the grid's "
+        "opacity into a mesh that Save GLB shows in ComfyUI's 3D viewer; the turntable is saved as an animated WebP. "
+        "1000 steps of Adam at lr 0.05; raise grid for detail, cameras_per_step for smoother gradients.",
+        {
+            "ckpt": node("CheckpointLoaderSimple", {"ckpt_name": CHECKPOINT}),
+            "views": node("Distill3DViewPrompts", {"prompt": "a DSLR photo of a corgi puppy"}, {"clip": ("ckpt", 1)},
+                          "view prompts"),
+            "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "negative (empty = unconditional)"),
+            "loss": node("DistillSDSLoss", {"cfg": 100.0} | TIMESTEPS | {"fixed_noise": False},
+                         {"model": ("ckpt", 0), "positive": ("views", 1), "negative": ("neg", 0)}),
+            "opt": node("DistillOptimize3D", {
+                "steps": 1000, "learning_rate": 0.05, "render_size": 64, "grid": 32, "samples_per_ray": 64,
+                "cameras_per_step": 1, "native_size": 512, "seed": 0, "elevation_min": -10.0, "elevation_max": 45.0,
+                "distance_min": 1.5, "distance_max": 2.0, "fovy_min": 40.0, "fovy_max": 70.0, "turntable_frames": 24,
+                "turntable_size": 256, "turntable_elevation": 15.0},
+                {"vae": ("ckpt", 2), "loss": ("loss", 0), "views": ("views", 0)}),
+            "mesh": node("VoxelToMesh", {"algorithm": "surface net", "threshold": 0.5}, {"voxel": ("opt", 0)}),
+            "glb": node("SaveGLB", {"filename_prefix": "score_distillation/text_to_3d"}, {"mesh": ("mesh", 0)},
+                        "mesh (3D viewer)", last=True),
+            "turntable": node("SaveAnimatedWEBP", {"filename_prefix": "score_distillation/text_to_3d_turntable",
+                                                   "fps": 12.0, "lossless": False, "quality": 90, "method": "default"},
+                              {"images": ("opt", 1)}, "turntable"),
+            "plot": node("SaveImage", {"filename_prefix": "score_distillation/text_to_3d_loss_plot"},
+                         {"images": ("opt", 2)}, "loss plot"),
+        }),
 }
 
 
@@ -357,7 +399,7 @@ def layout(graph: dict, note: dict) -> tuple[dict[str, list[int]], list[dict], d
         x_col = x + PAD
         for c in sorted(set(column.values())):
             stack = sorted((k for k in members if column[k] == c),
-                           key=lambda k: (-reach(graph, k, role), barycenter(graph, k, pos)))
+                           key=lambda k: (graph[k]["last"], -reach(graph, k, role), barycenter(graph, k, pos)))
             y = top + GROUP_TITLE + TITLE
             for key in stack:
                 pos[key] = [x_col, y]

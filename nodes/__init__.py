@@ -8,18 +8,20 @@ from .dds import DDSLoss
 from .ddim_invert import DDIMInvertNoise
 from .lmc import LMCCorrector
 from .nfsd import NFSDGuidance
+from .optimize_3d import Optimize3D
 from .optimize_image import OptimizeImage
 from .optimize_latent import OptimizeLatent
 from .pds import PDSLoss
 from .sds import SDSLoss
 from .train_corrector import TrainLMCCorrector
+from .views import ViewPrompts3D
 
 
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [SDSLoss, NFSDGuidance, DDSLoss, PDSLoss, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector,
-                OptimizeLatent, OptimizeImage]
+                OptimizeLatent, OptimizeImage, ViewPrompts3D, Optimize3D]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

@@ -6,6 +6,7 @@ prepared exactly as for sampling. ``ComfyDenoiser`` then evaluates every branch 
 ``calc_cond_batch`` call and combines each guided pair with ``cfg_function``, so pre- and post-CFG
 patches apply — ``sampling_function`` with extra branches, and with branches at other latents.
 """
+import copy
 from typing import Callable, Sequence
 
 import torch
@@ -30,6 +31,7 @@ class ComfyDenoiser:
     def __init__(self, guider: comfy.samplers.CFGGuider, model_options: dict):
         self.guider = guider
         self.model_options = model_options
+        self.conds = guider.conds
         self.model_sampling = guider.inner_model.model_sampling
         self.sigmas = self.model_sampling.sigmas.detach().float().cpu()
         self.one_t_per_batch = any(entry.get(key) is not None for cond in guider.conds.values() for entry in cond
@@ -42,8 +44,14 @@ class ComfyDenoiser:
         b = self.model_sampling.noise_scaling(sigma, one, torch.zeros_like(one))
         return a.flatten(), b.flatten()
 
+    def with_branches(self, branches: dict[str, list]) -> "ComfyDenoiser":
+        """This denoiser with some branches' processed conds replaced (a camera's conditioning per item, in 3D)."""
+        other = copy.copy(self)
+        other.conds = self.conds | branches
+        return other
+
     def __call__(self, requests: Sequence[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
-        model, conds, options = self.guider.inner_model, self.guider.conds, self.model_options
+        model, conds, options = self.guider.inner_model, self.conds, self.model_options
         pairs = [(r, name) for r in requests for name in r.branches()]
         branches = [conds.get(name) for _, name in pairs]
         x_in = requests[0].x_noisy

@@ -9,6 +9,7 @@ from ..distill import ScoreDistillation
 DistillLossType = io.Custom("DISTILL_LOSS")
 DistillNoiseType = io.Custom("DISTILL_NOISE")
 LMCCorrectorType = io.Custom("LMC_CORRECTOR")
+DistillViewsType = io.Custom("DISTILL_VIEWS")
 
 CATEGORY = "score_distillation"
 

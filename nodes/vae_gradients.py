@@ -23,6 +23,19 @@ def encoder_memory(vae, images: int, height: int, width: int) -> int:
     return images * FORWARD_AND_BACKWARD * vae.memory_used_encode((1, 3, height, width), vae.vae_dtype)
 
 
+def check_vae_fits(vae, model: ModelPatcher) -> None:
+    """The VAE encodes to the model's latent space: as many channels, at the same 8 pixels per latent pixel.
+    (Two families with equal channels, SD1.x and SDXL, cannot be told apart from the VAE.)"""
+    latent_format = model.get_model_object("latent_format")
+    channels, scale = vae.latent_channels, vae.downscale_ratio
+    if vae.latent_dim != 2 or not isinstance(scale, int):
+        raise ValueError("vae: it is a video or audio VAE; connect the image VAE of the model's own checkpoint.")
+    if channels != latent_format.latent_channels or scale != 8:
+        raise ValueError(f"vae: it encodes to {channels}-channel latents at 1/{scale} of the image's size, but the "
+                         f"loss's model works on {latent_format.latent_channels}-channel latents at 1/8 "
+                         f"({type(latent_format).__name__}); connect the VAE of the model's own checkpoint.")
+
+
 @contextmanager
 def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[tuple[ModelPatcher, Callable[[Tensor], Tensor]]]:
     """Yields the VAE patcher to load with the model and encode(images [N, 3, h, w] in 0..1) → model-space

@@ -289,7 +289,9 @@ def tiny_vae(seed: int = 0, taesd: bool = False, channels: int = 4):
                 "ch": 32, "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
     shapes = AutoencoderKL(ddconfig=ddconfig, embed_dim=channels).state_dict()
     sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in shapes.items()}
-    return comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})
+    vae = comfy.sd.VAE(sd=sd, config={"params": {"ddconfig": ddconfig, "embed_dim": channels}})
+    vae.latent_channels = channels  # what ComfyUI reads off a VAE file's decoder; a given config leaves it at 4
+    return vae
 
 
 @contextlib.contextmanager
@@ -316,3 +318,25 @@ def interrupt_at(step: int, of: int | None = None):
             comfy.model_management.interrupt_current_processing()
 
     return progress_hook(hook)
+
+
+def tiny_clip(seed: int = 0):
+    """comfy.sd.CLIP with SD1.5's tokenizer and a random 2-layer text encoder 64 wide (tiny_model's context)."""
+    import functools
+    import json
+
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+
+    config = json.loads((COMFYUI / "comfy" / "sd1_clip_config.json").read_text()) | {
+        "hidden_size": CONTEXT_DIM, "intermediate_size": 4 * CONTEXT_DIM, "num_attention_heads": 2,
+        "num_hidden_layers": 2, "projection_dim": CONTEXT_DIM}
+    model = functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=comfy.sd1_clip.SDClipModel,
+                              textmodel_json_config=config)
+    clip = comfy.sd.CLIP(comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, model))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in clip.cond_stage_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return clip

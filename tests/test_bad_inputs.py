@@ -118,6 +118,21 @@ def pds(**inputs) -> dict:
     return editing("DistillPDSLoss", **{"cfg": 100.0, "t_min": 0.02, "t_max": 0.98} | inputs)
 
 
+def optimize_3d(loss_prompt: dict | None = None, vae: str = "autoencoder_kl", **inputs) -> dict:
+    """Optimize 3D at tiny settings on the loss node "4" of loss_prompt (default: SDS), its turntable previewed."""
+    prompt = loss_prompt or sds(cfg=7.5)
+    for node in ("6", "7", "8") if loss_prompt else ("5", "6", "7", "8"):
+        del prompt[node]
+    prompt["30"] = {"class_type": "DistillTestTinyVAE", "inputs": {"seed": 0, "kind": vae}}
+    prompt["31"] = {"class_type": "DistillOptimize3D", "inputs": {
+        "vae": ["30", 0], "loss": ["4", 0], "steps": 1, "learning_rate": 0.05, "render_size": 16, "grid": 8,
+        "samples_per_ray": 8, "cameras_per_step": 1, "native_size": 64, "seed": 0, "elevation_min": -10.0,
+        "elevation_max": 45.0, "distance_min": 1.5, "distance_max": 2.0, "fovy_min": 40.0, "fovy_max": 70.0,
+        "turntable_frames": 2, "turntable_size": 16, "turntable_elevation": 15.0} | inputs}
+    prompt["32"] = {"class_type": "PreviewImage", "inputs": {"images": ["31", 1]}}
+    return prompt
+
+
 def mask_node(value=None, shape: str | None = None) -> dict:
     """A MASK: Solid Mask of `value` at 64×64, or the red channel of a test image of `shape` [B, H, W, C]."""
     if shape is None:
@@ -299,6 +314,17 @@ CASES = [
          "grad_clip: nan is not a finite", "run"),
     Case("pds-reference-8-channels", pds(reference="1,8,16,16"), "reference",
          r"reference: this latent has 8 channels", "run"),
+    # Optimize 3D
+    Case("3d-grid-linked-4", linked(optimize_3d(), "31", "grid", 4, "PrimitiveInt"), "grid",
+         "grid: 4 is outside its range; set a whole number from 8 to 256", "run"),
+    Case("3d-render-size-huge", optimize_3d(render_size=10**6), "render_size", "bigger than max of 512", "prompt"),
+    Case("3d-elevation-inverted", optimize_3d(elevation_min=40.0, elevation_max=0.0), "elevation_min",
+         r"elevation_min: 40.0 is above elevation_max \(0.0\)", "prompt"),
+    Case("3d-dds-loss", optimize_3d(editing()), "loss", "loss: DDS and PDS edit a reference image", "run"),
+    Case("3d-taesd", optimize_3d(vae="taesd"), "vae", "vae: TAESD cannot pass gradients", "run"),
+    Case("3d-vae-16-channels", optimize_3d(vae="16_channels"), "vae",
+         "vae: it encodes to 16-channel latents at 1/8 of the image's size, but the loss's model works on "
+         "4-channel", "run"),
 ]
 
 
@@ -403,7 +429,7 @@ def test_there_are_at_least_40_cases_across_every_pack_node():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert {"DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
             "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage", "DistillDDSLoss",
-            "DistillPDSLoss", "SetLatentNoiseMask"} <= classes
+            "DistillPDSLoss", "SetLatentNoiseMask", "DistillOptimize3D"} <= classes
 
 
 def error_of(server, prompt: dict, at: str) -> tuple[str, set[str]]:

@@ -99,11 +99,16 @@ def test_dropped_workflow_keeps_every_widget_value_of_its_file(name, dropped):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_frontend_prompt_is_the_api_twin(name, dropped):
-    """The frontend's own graph-to-prompt, node ids and all, equals example_workflows/api/NAME.json (titles aside)."""
+    """The frontend's own graph-to-prompt, node ids and all, equals example_workflows/api/NAME.json (titles aside,
+    and the value of Save GLB's 3D viewer, a widget of the frontend's that it sends and the server ignores)."""
     def without_titles(prompt):
         return {i: {k: v for k, v in n.items() if k != "_meta"} for i, n in prompt.items()}
 
-    assert without_titles(dropped(name)["prompt"]) == without_titles(twin(name))
+    sent = dropped(name)["prompt"]
+    for n in sent.values():
+        if n["class_type"] == "SaveGLB":
+            assert n["inputs"].pop("image") == ""
+    assert without_titles(sent) == without_titles(twin(name))
 
 
 def overlap(a: list[float], b: list[float]) -> bool:
@@ -204,6 +209,14 @@ def check_saved_images(name: str, entry: dict) -> None:
     assert len(set(prefixes)) == len(prefixes) > 0, prefixes
 
 
+def check_saved_meshes(name: str, entry: dict) -> None:
+    """Every Save GLB wrote a .glb, which its 3D viewer is pointed at (the node's "3d" output)."""
+    for node_id, n in twin(name).items():
+        if n["class_type"] == "SaveGLB":
+            files = entry["outputs"][node_id]["3d"]
+            assert files and all(f["filename"].endswith(".glb") for f in files), files
+
+
 def test_train_corrector_queued_from_the_browser_runs_and_saves_its_fit(trained_in_browser, live_server):
     check_saved_images("train_corrector", trained_in_browser)
     assert (live_server.base / "models" / "lmc_correctors" / BROWSER_CORRECTOR).is_file()
@@ -211,7 +224,9 @@ def test_train_corrector_queued_from_the_browser_runs_and_saves_its_fit(trained_
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "train_corrector"])
 def test_workflow_queued_from_the_browser_runs(name, page, live_server, trained_in_browser):
-    check_saved_images(name, queue_from_browser(page, live_server, name, run_values(name, live_server)))
+    entry = queue_from_browser(page, live_server, name, run_values(name, live_server))
+    check_saved_images(name, entry)
+    check_saved_meshes(name, entry)
 
 
 def readme_gallery() -> list[str]:
@@ -252,3 +267,11 @@ def test_template_browser_cards_show_thumbnails_titled_as_the_readme_gallery(pag
     titles = page.js(f"{cards}.map(c => c.innerText.trim().split('\\n')[0])")
     page.js("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
     assert sorted(titles) == sorted(readme_gallery()) == NAMES
+
+
+def test_save_glb_carries_comfyuis_3d_viewer(page):
+    """text_to_3d's Save GLB has the 3D viewer widget the frontend's Comfy.SaveGLB extension adds (the run queued
+    from the browser then gives it the saved .glb: check_saved_meshes)."""
+    drop(page, WORKFLOWS / "text_to_3d.json")
+    widgets = page.js("app.graph.nodes.find(n => n.type === 'SaveGLB').widgets.map(w => w.name)")
+    assert "image" in widgets, widgets

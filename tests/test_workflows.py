@@ -43,6 +43,10 @@ def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
+FRONTEND_ONLY = {"SaveGLB": 1}
+"""Widgets the frontend adds to a node that the server does not declare: Save GLB's 3D viewer (Comfy.SaveGLB)."""
+
+
 def frontend_widgets(name: str, spec) -> int:
     """How many values the frontend (1.27.10) saves for a widget input: one, plus its "control after generate"
     value where it adds one (an INT that declares control_after_generate, or an INT named seed or noise_seed
@@ -68,7 +72,7 @@ def test_ui_workflow_matches_object_info(path, object_info):
         info = object_info[n["type"]]
         declared = info["input"]["required"] | info["input"].get("optional", {})
         widgets = [name for name, spec in declared.items() if is_widget(spec)]
-        extra = sum(frontend_widgets(name, declared[name]) - 1 for name in widgets)
+        extra = sum(frontend_widgets(name, declared[name]) - 1 for name in widgets) + FRONTEND_ONLY.get(n["type"], 0)
         assert len(n["widgets_values"]) == len(widgets) + extra, (path.name, n["type"])
         for i in n["inputs"]:
             assert i["name"] in declared and not is_widget(declared[i["name"]]), (n["type"], i["name"])
@@ -131,8 +135,14 @@ FAST = {
     "DistillOptimizeImage.steps": 3, "DistillOptimizeImage.whole_image_steps": 1,
     "DistillOptimizeImage.native_size": 64, "DistillDDIMInvertNoise.inversion_steps": 2,
     "DistillTrainLMCCorrector.pairs_per_latent": 2, "DistillTrainLMCCorrector.image_size": 64,
+    "DistillOptimize3D.steps": 2, "DistillOptimize3D.render_size": 16, "DistillOptimize3D.grid": 8,
+    "DistillOptimize3D.samples_per_ray": 16, "DistillOptimize3D.native_size": 64,
+    "DistillOptimize3D.turntable_frames": 3, "DistillOptimize3D.turntable_size": 32,
 }
 PNG = b"\x89PNG\r\n\x1a\n"
+SAVED = {"SaveImage": ".png", "PreviewImage": ".png", "SaveGLB": ".glb", "SaveAnimatedWEBP": ".webp"}
+"""The file each output node of the workflows writes, one per image (one per mesh for SaveGLB, one per batch for
+SaveAnimatedWEBP)."""
 
 
 def fast_values(prompt: dict) -> dict[str, object]:
@@ -157,17 +167,44 @@ def run_workflow(server, name: str, out) -> subprocess.CompletedProcess:
 
 
 def check_outputs(name: str, result: subprocess.CompletedProcess, out) -> None:
-    """The run succeeded, showed progress, and downloaded one PNG per image output node."""
+    """The run succeeded, showed progress, and downloaded one file per output node: PNGs, meshes that parse with
+    vertices, animations with more than one frame."""
     assert result.returncode == 0, result.stderr
     prompt = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
-    image_nodes = [n for n in prompt.values() if n["class_type"] in ("SaveImage", "PreviewImage")]
-    files = sorted(out.rglob("*.png"))
-    assert len(files) == len(image_nodes) == result.stdout.count("saved "), result.stdout
-    assert all(f.read_bytes()[:8] == PNG for f in files)
+    suffixes = sorted(SAVED[n["class_type"]] for n in prompt.values() if n["class_type"] in SAVED)
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert sorted(f.suffix for f in files) == suffixes and len(files) == result.stdout.count("saved "), result.stdout
+    for f in files:
+        check_file(f)
     assert re.search(r"\b(\d+)/\1 \[", result.stderr), f"no progress bar reached its end:\n{result.stderr}"
     for key, steps in FAST.items():
         if key.endswith(".steps") and key.split(".")[0] in {n["class_type"] for n in prompt.values()}:
             assert f"{steps}/{steps} [" in result.stderr, result.stderr
+
+
+def glb_vertices(data: bytes) -> int:
+    """Vertices of the meshes in a binary glTF file: the POSITION accessors' counts (glTF 2.0, §4.4 GLB)."""
+    import struct
+
+    magic, version, length = struct.unpack_from("<4sII", data)
+    assert magic == b"glTF" and version == 2 and length == len(data)
+    chunk_length, chunk_type = struct.unpack_from("<I4s", data, 12)
+    assert chunk_type == b"JSON"
+    gltf = json.loads(data[20:20 + chunk_length])
+    return sum(gltf["accessors"][p["attributes"]["POSITION"]]["count"]
+               for mesh in gltf["meshes"] for p in mesh["primitives"])
+
+
+def check_file(path) -> None:
+    if path.suffix == ".png":
+        assert path.read_bytes()[:8] == PNG, path
+    elif path.suffix == ".glb":
+        assert glb_vertices(path.read_bytes()) > 0, path
+    else:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            assert image.format == "WEBP" and image.n_frames > 1, (path, image.format)
 
 
 @pytest.fixture(scope="module")

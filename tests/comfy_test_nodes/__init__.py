@@ -90,16 +90,18 @@ class TinyConditioning:
 
 
 class TinyVAE:
+    """A tiny AutoencoderKL (4 or 16 latent channels) or TAESD."""
     RETURN_TYPES = ("VAE",)
     FUNCTION = "load"
     CATEGORY = "testing"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0})}}
+        return {"required": {"seed": ("INT", {"default": 0})},
+                "optional": {"kind": (["autoencoder_kl", "16_channels", "taesd"],)}}
 
-    def load(self, seed):
-        return (comfy_harness.tiny_vae(seed),)
+    def load(self, seed, kind="autoencoder_kl"):
+        return (comfy_harness.tiny_vae(seed, taesd=kind == "taesd", channels=16 if kind == "16_channels" else 4),)
 
 
 def shaped(shape: str) -> torch.Tensor:
