@@ -18,15 +18,22 @@ def _identity(weight: Tensor) -> Tensor:
     return weight
 
 
+def encoder_input_shape(vae, height: int, width: int) -> tuple[int, ...]:
+    """The shape the VAE encodes one image in: [1, 3, H, W], or one frame [1, 3, 1, H, W] for a video VAE."""
+    return (1, 3, 1, height, width) if vae.latent_dim == 3 else (1, 3, height, width)
+
+
 def encoder_memory(vae, images: int, height: int, width: int) -> int:
     """Bytes the encoder's forward and backward need for ``images`` images of height × width pixels."""
-    return images * FORWARD_AND_BACKWARD * vae.memory_used_encode((1, 3, height, width), vae.vae_dtype)
+    return images * FORWARD_AND_BACKWARD * vae.memory_used_encode(encoder_input_shape(vae, height, width),
+                                                                   vae.vae_dtype)
 
 
 @contextmanager
 def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[tuple[ModelPatcher, Callable[[Tensor], Tensor]]]:
     """Yields the VAE patcher to load with the model and encode(images [N, 3, h, w] in 0..1) → model-space
-    latents on the images' device, differentiable in the images, for use once that patcher is loaded.
+    latents on the images' device, differentiable in the images, for use once that patcher is loaded. A video
+    VAE (Wan's, which Qwen-Image uses) encodes each image as a clip of one frame: latents [N, C, 1, h/8, w/8].
 
     Every weight of a clone of the VAE's patcher gets an identity wrapper, so ComfyUI copies the
     (inference-mode) weights at each forward into ordinary tensors that autograd may save. The clone
@@ -42,6 +49,8 @@ def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[tuple[ModelPatc
 
     def encode(images: Tensor) -> Tensor:
         x = vae.process_input(images).to(device=vae.device, dtype=vae.vae_dtype)
+        if vae.latent_dim == 3:
+            x = x.unsqueeze(2)
         return process_in(vae.first_stage_model.encode(x).to(images.device, torch.float32))
 
     try:
