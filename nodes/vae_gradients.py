@@ -3,7 +3,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import comfy.taesd.taesd
 from comfy.model_patcher import ModelPatcher
@@ -16,6 +16,22 @@ FORWARD_AND_BACKWARD = 3
 
 def _identity(weight: Tensor) -> Tensor:
     return weight
+
+
+class _Encoder(nn.Module):
+    def __init__(self, vae_model: nn.Module):
+        super().__init__()
+        self.vae_model = vae_model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.vae_model.encode(x)
+
+
+def unwrapped_parameters(module: nn.Module) -> list[str]:
+    """Parameters of modules outside ComfyUI's casting ops, which weight wrappers do not reach (the Wan VAE's
+    RMS_norm gamma)."""
+    return [f"{prefix}.{name}".lstrip(".") for prefix, m in module.named_modules()
+            if not hasattr(m, "comfy_cast_weights") for name, _ in m.named_parameters(recurse=False)]
 
 
 def encoder_input_shape(vae, height: int, width: int) -> tuple[int, ...]:
@@ -37,7 +53,8 @@ def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[tuple[ModelPatc
 
     Every weight of a clone of the VAE's patcher gets an identity wrapper, so ComfyUI copies the
     (inference-mode) weights at each forward into ordinary tensors that autograd may save. The clone
-    is detached afterwards, which removes the wrappers again.
+    is detached afterwards, which removes the wrappers again. The few parameters outside ComfyUI's ops
+    (the Wan VAE's norms) are cloned into ordinary tensors for each forward instead.
     """
     if isinstance(vae.first_stage_model, comfy.taesd.taesd.TAESD):
         raise ValueError("vae: TAESD cannot pass gradients to the pixels (its weights are plain parameters); "
@@ -46,12 +63,15 @@ def differentiable_encoder(vae, model: ModelPatcher) -> Iterator[tuple[ModelPatc
     for name, _ in patcher.model.named_parameters():
         patcher.add_weight_wrapper(name, _identity)
     process_in = model.get_model_object("latent_format").process_in
+    encoder = _Encoder(vae.first_stage_model)
+    unwrapped = unwrapped_parameters(encoder)
 
     def encode(images: Tensor) -> Tensor:
         x = vae.process_input(images).to(device=vae.device, dtype=vae.vae_dtype)
         if vae.latent_dim == 3:
             x = x.unsqueeze(2)
-        return process_in(vae.first_stage_model.encode(x).to(images.device, torch.float32))
+        plain = {name: encoder.get_parameter(name).clone() for name in unwrapped}
+        return process_in(torch.func.functional_call(encoder, plain, (x,)).to(images.device, torch.float32))
 
     try:
         yield patcher, encode

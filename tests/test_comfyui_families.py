@@ -223,3 +223,21 @@ def test_a_latent_that_fits_no_way_is_refused_with_the_fix():
         run_node("DistillOptimizeImage", vae=sd3.vae, loss=sds_loss(wan_model), start="grey", width=64, height=64,
                  steps=1, learning_rate=0.05, lr_end=0.01, seed=0, l2_to_init=0.0, whole_image_steps=1, patches=1,
                  native_size=64)
+
+
+def test_optimize_image_through_the_wan_vae_whose_norms_were_loaded_in_inference_mode():
+    """A GPU load inside ComfyUI's inference mode leaves the Wan VAE's RMS_norm gammas (plain parameters, outside
+    ComfyUI's ops) as inference tensors, which autograd cannot save."""
+    import families
+
+    fam, vae = families.family("qwen_image"), families.family_vae("qwen_image", seed=1)
+    with torch.inference_mode():
+        for m in vae.first_stage_model.modules():
+            for p in m.parameters(recurse=False):
+                if not hasattr(m, "comfy_cast_weights"):
+                    p.data = p.data.clone()
+    assert any(p.is_inference() for p in vae.first_stage_model.parameters())
+    out, _ = run_node("DistillOptimizeImage", vae=vae, loss=sds_loss(fam), start="grey", width=64, height=64, steps=1,
+                      learning_rate=0.05, lr_end=0.01, seed=0, l2_to_init=0.0, whole_image_steps=1, patches=1,
+                      native_size=64).args
+    assert out.shape == (1, 64, 64, 3) and not torch.equal(out, torch.full_like(out, 0.5))
