@@ -31,6 +31,19 @@ def frequency_encoding(t: Tensor) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def frames(z: Tensor) -> Tensor:
+    """Latents with a time axis [B, C, T, H, W] as images [B·T, C, H, W] (item-major); images as they are."""
+    return rearrange(z, "b c f h w -> (b f) c h w") if z.ndim == 5 else z
+
+
+def correct(corrector: Callable[[Tensor, Tensor], Tensor], z: Tensor, t: Tensor) -> Tensor:
+    """b̂(z, t) for latents [B, C, H, W] or, frame by frame at the item's t, [B, C, T, H, W]: a corrector models
+    one image's bias, and a video model's (Wan, Qwen-Image) is made from its frames."""
+    if z.ndim == 4:
+        return corrector(z, t)
+    return rearrange(corrector(frames(z), t.repeat_interleave(z.shape[2])), "(b f) c h w -> b c f h w", b=len(z))
+
+
 def corrector_loss(b: Tensor, z_hat: Tensor) -> Tensor:
     """‖ẑ_t − b̂‖², mean over elements: the paper's first loss (§4.1), minimised by the bias E_ε[ẑ_t] at its own
     scale. Eq. 10 compares b̂ rescaled to each ẑ_t's std, which leaves b̂'s scale free; LMC-SDS uses b̂ as it
@@ -165,7 +178,8 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
                      t_range: tuple[float, float] = (0.02, 0.98), batch: int = 16,
                      progress: Callable[[int, int], None] | None = None) -> Triplets:
     """(z, ẑ_t, t) with t ~ U(t_range), ẑ_t the denoiser's "positive" x0-prediction (give it the
-    unconditional prompt there) from z_t = a·z + b·ε; each latent gives ``pairs`` triplets.
+    unconditional prompt there) from z_t = a·z + b·ε; each latent gives ``pairs`` triplets, a latent with a time
+    axis one per frame for each of them (see ``correct``).
     progress(done, total) after each batch, counting noisy latents evaluated.
 
     Each triplet's ẑ_t is the mean over an antithetic pair, ε and −ε at the same z and t: an unbiased
@@ -187,7 +201,8 @@ def collect_triplets(denoiser: Denoiser, latents: Tensor, pairs: int, generator:
         if progress is not None:
             progress(i + len(zs), len(z))
     pair_mean = torch.cat(out).unflatten(0, (-1, 2)).mean(1)
-    return Triplets(z[::2].contiguous(), pair_mean, t[::2].contiguous())
+    per_latent = z.shape[2] if z.ndim == 5 else 1
+    return Triplets(frames(z[::2]).contiguous(), frames(pair_mean), t[::2].repeat_interleave(per_latent))
 
 
 def new_unet(channels: int, seed: int) -> UNetCorrector:

@@ -5,6 +5,7 @@ from typing import Callable, NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
+from .corrector import correct
 from .denoiser import Denoiser, Request
 from .run import Run, Window, gaussian_noise
 from .schedule import alpha_bar, eps_from_x0, noised, per_item, sigma_at
@@ -69,26 +70,26 @@ def lmc_direction(ev: Evaluation, corrector: nn.Module) -> Tensor:
     """
     z_hat = ev.x0.get("negative@fresh", ev.x0["negative"])
     with torch.no_grad():
-        b = corrector.to(ev.x.device)(ev.x, ev.t)
+        b = correct(corrector.to(ev.x.device), ev.x, ev.t)
     return (b - z_hat + ev.w * (ev.eps["cfg"] - ev.eps["negative"])) / ev.cfg
 
 
 def fixed_noise(denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) -> Tensor:
     """One ε field per item for the whole run (LMC-SDS's diversity option), drawn from the item's stream when first
     needed and cut at each latent's window: a patch gets the same ε wherever it covers the same place. A resized
-    whole image has a field of its own size."""
+    whole image has a field of its own size; a latent with a time axis [B, C, T, H, W] has one per frame."""
     crops = []
     for window, g in zip(run.windows_of(x), run.generators):
         window = window.at_scale(x.shape[-2:])
         key = ("fixed_noise", window.item, window.grid)
         if key not in run.cache:
-            run.cache[key] = torch.randn((x.shape[1], *window.grid), generator=g)
+            run.cache[key] = torch.randn((*x.shape[1:-2], *window.grid), generator=g)
         crops.append(window.crop(run.cache[key], x.shape[-2:]))
     return torch.stack(crops).to(x)
 
 
 def reference_at(reference: Tensor, windows: list[Window], size: tuple[int, int]) -> Tensor:
-    """The reference latents [R, C, H, W] where each latent the loss sees lies: its item's (or the one) reference
+    """The reference latents [R, C, (T,) H, W] where each latent the loss sees lies: its item's (or the one) reference
     cut at the window, resized with it in the whole-image phase."""
     items = max(w.item for w in windows) + 1
     if len(reference) not in (1, items):
@@ -101,6 +102,15 @@ def reference_at(reference: Tensor, windows: list[Window], size: tuple[int, int]
             f"optimized is {grid[1] * 8}×{grid[0] * 8}; encode the image you are editing (VAE Encode) as the reference."
         )
     return torch.stack([w.crop(reference[w.item if len(reference) > 1 else 0], size) for w in windows])
+
+
+def check_frames(reference: Tensor, x: Tensor) -> None:
+    """A reference must have the optimized latent's rank and, with a time axis, its frames."""
+    if reference.shape[2:-2] != x.shape[2:-2]:
+        have = f"{reference.shape[2]} frames" if reference.ndim == 5 else "no time axis"
+        want = f"{x.shape[2]} frames" if x.ndim == 5 else "none"
+        raise ValueError(f"reference: it has {have} but the latent being optimized has {want}; encode what you are "
+                         "editing with the model's own VAE as the reference, and start from the same latent.")
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,7 @@ class ScoreDistillation:
         requests = [Request(x_noisy, self.cfg, "positive", self.extra)]
         reference = None
         if self.reference is not None:
+            check_frames(self.reference, x)
             reference = reference_at(self.reference, run.windows_of(x), x.shape[-2:]).to(x)
             reference_noisy = noised(reference, noise, a, b)
             requests.append(Request(reference_noisy, self.cfg, "source"))

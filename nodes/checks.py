@@ -9,6 +9,7 @@ from numbers import Real
 
 from torch import Tensor
 
+import comfy.sample
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
 
@@ -74,26 +75,43 @@ def describe(x) -> str:
     return f"a {type(x).__name__}, not a tensor"
 
 
+LATENT_SOURCES = ("Empty Latent Image for SD1.x/SDXL, EmptySD3LatentImage for SD3/Flux/Lumina2/Qwen-Image, Empty "
+                  "Hunyuan Latent Video for Wan")
+
+
+def latent_rank(model: ModelPatcher) -> int:
+    """The dimensions of this model's latents: 4 [B, C, H, W], or 5 [B, C, T, H, W] for latents with a time axis."""
+    return 2 + model.get_model_object("latent_format").latent_dimensions
+
+
 def check_latent(model: ModelPatcher, latent, input_name: str = "latent") -> Tensor:
-    """The samples [B, C, H, W] of a LATENT for this model, B, H, W ≥ 1 and C its latent channels."""
+    """The samples of a LATENT for this model as KSampler takes them (comfy.sample.fix_empty_latent_channels):
+    [B, C, H, W] or, for a model whose latents have a time axis, [B, C, T, H, W], with C its latent channels;
+    an all-zero latent (an empty-latent node's) takes the model's channel count, and an image latent
+    [B, C, H, W] given to a video model (Wan, Qwen-Image) becomes its one frame [B, C, 1, H, W]."""
     samples = latent.get("samples") if isinstance(latent, dict) else latent
-    if not isinstance(samples, Tensor) or samples.ndim != 4 or not samples.is_floating_point():
+    family = type(model.model.model_config).__name__
+    rank = latent_rank(model)
+    if rank not in (4, 5):
+        raise ValueError(f"{input_name}: this model ({family}) works on {rank}-D latents (audio); this pack "
+                         "optimizes image and video latents. Use a model for images or video.")
+    if not isinstance(samples, Tensor) or samples.ndim not in (4, rank) or not samples.is_floating_point():
+        axes = "[batch, channels, frames, height, width]" if rank == 5 else "[batch, channels, height, width]"
         raise ValueError(
-            f"{input_name}: its samples are {describe(samples)}; this node optimizes image latents "
-            "[batch, channels, height, width] (video or audio latents are not supported). Connect an image "
-            "latent: Empty Latent Image, or VAE Encode of an image.")
-    expected = model.get_model_object("latent_format").latent_channels
-    if samples.shape[1] != expected:
-        family = type(model.model.model_config).__name__
-        raise ValueError(
-            f"{input_name}: this latent has {samples.shape[1]} channels (shape {list(samples.shape)}) but the "
-            f"model ({family}) works on {expected}. Make the latent for this model: an empty latent of its family "
-            "(Empty Latent Image for SD1.x/SDXL, EmptySD3LatentImage for SD3/Flux) or VAE Encode with the "
-            "model's own VAE.")
+            f"{input_name}: its samples are {describe(samples)}; this model ({family}) works on {rank}-D latents "
+            f"{axes}. Connect a latent made for it: an empty latent of its family ({LATENT_SOURCES}) or VAE "
+            "Encode with the model's own VAE.")
     if 0 in samples.shape:
         raise ValueError(f"{input_name}: it is empty (shape {list(samples.shape)}); give it a batch of at least "
                          "one latent with a height and width.")
-    return samples
+    expected = model.get_model_object("latent_format").latent_channels
+    fixed = comfy.sample.fix_empty_latent_channels(model, samples)
+    if fixed.shape[1] != expected:
+        raise ValueError(
+            f"{input_name}: this latent has {samples.shape[1]} channels (shape {list(samples.shape)}) but the "
+            f"model ({family}) works on {expected}. Make the latent for this model: an empty latent of its family "
+            f"({LATENT_SOURCES}) or VAE Encode with the model's own VAE.")
+    return fixed
 
 
 def check_image(image, input_name: str = "image") -> Tensor:
@@ -112,13 +130,14 @@ def check_image(image, input_name: str = "image") -> Tensor:
     return image
 
 
-def check_mask_input(mask, batch: int, input_name: str = "mask") -> Tensor:
-    """A MASK [H, W] or [B, H, W] (a latent's noise_mask also [B, 1, H, W]): one for all images or one per image."""
+def check_mask_input(mask, batch: int, input_name: str = "mask", frames: bool = False) -> Tensor:
+    """A MASK [H, W] or [B, H, W] (a latent's noise_mask also [B, 1, H, W]): one for all images or one per image;
+    for a latent with a time axis (``frames``) one per frame, resized along time as KSampler resizes it."""
     if (not isinstance(mask, Tensor) or not 2 <= mask.ndim <= 4 or (mask.ndim == 4 and mask.shape[1] != 1)
             or not mask.is_floating_point() or 0 in mask.shape):
         raise ValueError(f"{input_name}: it is {describe(mask)}; a mask is [height, width] or [batch, height, width]. "
                          "Connect a mask: Load Image's MASK output, Solid Mask, or Set Latent Noise Mask's.")
-    if mask.ndim > 2 and len(mask) not in (1, batch):
+    if mask.ndim > 2 and len(mask) not in (1, batch) and not frames:
         images = f"{batch} image{'s' if batch != 1 else ''}"
         raise ValueError(f"{input_name}: it holds {len(mask)} masks for {images}; give one mask for all of them or "
                          "one per image.")

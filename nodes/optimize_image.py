@@ -8,9 +8,9 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..distill import Settings, optimize
-from ..distill.image import PatchSchedule, check_patch_phase, latent_view
+from ..distill.image import LATENT_SCALE, PatchSchedule, check_patch_phase, latent_view
 from ..distill.optimize import check_finite, check_mask
-from .checks import check_image, check_mask_input, check_widgets
+from .checks import check_image, check_mask_input, check_widgets, latent_rank
 from .evaluation import run_with_model
 from .plot import history_image
 from .types import CATEGORY, DistillLoss, DistillLossType
@@ -22,6 +22,22 @@ PREVIEW_SIZE = 512
 def preview(pixels: torch.Tensor):
     image = Image.fromarray((pixels[0].detach().movedim(0, -1).clamp(0, 1).cpu().numpy() * 255).astype(np.uint8))
     return ("JPEG", image, PREVIEW_SIZE)
+
+
+def check_vae_fits(vae, model) -> None:
+    """The VAE's latents must have the model's rank: an image VAE for an image model, a video VAE (its images
+    one frame each) for a model whose latents have a time axis."""
+    rank = latent_rank(model)
+    if getattr(vae, "latent_dim", None) not in (2, 3) or vae.latent_dim + 2 != rank:
+        family = type(model.model.model_config).__name__
+        kind = {4: "an image VAE (AutoencoderKL)", 5: "a video VAE (Wan's, which Qwen-Image uses too)"}.get(
+            rank, "one made for it")
+        raise ValueError(f"vae: it makes {getattr(vae, 'latent_dim', '?')}-dimensional latents but the model "
+                         f"({family}) works on {rank - 2}-dimensional ones; connect the model's own VAE, {kind}.")
+    if vae.spacial_compression_encode() != LATENT_SCALE:
+        raise ValueError(f"vae: it compresses {vae.spacial_compression_encode()}× but Optimize Image places its "
+                         f"patches on a {LATENT_SCALE}-pixel grid (SD, SDXL, SD3, Flux, Wan 2.1 and Qwen-Image VAEs); "
+                         "optimize a latent instead (VAE Encode, then Optimize Latent).")
 
 
 class OptimizeImage(io.ComfyNode):
@@ -75,6 +91,7 @@ class OptimizeImage(io.ComfyNode):
     def execute(cls, vae, loss: DistillLoss, start, width, height, steps, learning_rate, lr_end, seed, l2_to_init,
                 whole_image_steps, patches, native_size, image=None, mask=None) -> io.NodeOutput:
         check_widgets(cls, locals())
+        check_vae_fits(vae, loss.model)
         if start == "image":
             if image is None:
                 raise ValueError("image: start is 'image' but no image is connected; connect one or choose 'grey'.")
@@ -99,7 +116,8 @@ class OptimizeImage(io.ComfyNode):
         channels = loss.model.get_model_object("latent_format").latent_channels
         patch_phase = schedule.has_patch_phase(*pixels.shape[-2:], steps)
         views = len(pixels) * (patches if patch_phase else 1)  # images the loss sees per step, native size at most
-        placeholder = torch.zeros(views, channels, native_size // 8, native_size // 8)
+        frames = (1,) * (vae.latent_dim - 2)
+        placeholder = torch.zeros(views, channels, *frames, native_size // 8, native_size // 8)
 
         with differentiable_encoder(vae, loss.model) as (vae_patcher, encode):
             def run(denoiser, latent):

@@ -56,7 +56,7 @@ class OptimizeLatent(io.ComfyNode):
         samples = check_latent(loss.model, latent)
         mask = None
         if "noise_mask" in latent:  # resized to the latent as KSampler's prepare_mask does
-            mask = check_mask_input(latent["noise_mask"], len(samples), "latent: its noise_mask")
+            mask = check_mask_input(latent["noise_mask"], len(samples), "latent: its noise_mask", samples.ndim == 5)
             mask = comfy.utils.reshape_mask(mask, samples.shape).to(samples)
             check_mask("latent: its noise_mask, resized to the latent (one cell per 8 pixels),", mask)
         settings = Settings(steps=steps, lr=learning_rate, optimizer=optimizer, lr_schedule=lr_schedule,

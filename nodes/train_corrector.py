@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 import comfy.model_management
+import comfy.sample
 import comfy.utils
 from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io
@@ -74,10 +75,10 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
     """Fit or train a corrector on the model's unconditional predictions; returns its file, L_k per step
     (none for the spectral kind) and its relative residual on the triplets per band and t (fit_residual).
 
-    latents: raw VAE-space latents of the user's images, or None to let the model sample
-    ``sample_count`` latents itself (DDIM, 50 steps). progress(phase, done, total) reports each phase
-    ("sampling", "collecting", "training"); an exception from it (an interrupt) stops the run and saves
-    nothing. The file is written whole or not at all, over an existing one only with overwrite.
+    latents: raw VAE-space latents of the user's images (image latents become one frame each for a video model),
+    or None to let the model sample ``sample_count`` latents itself (DDIM, 50 steps). progress(phase, done, total)
+    reports each phase ("sampling", "collecting", "training"); an exception from it (an interrupt) stops the run
+    and saves nothing. The file is written whole or not at all, over an existing one only with overwrite.
     """
     def report(phase):
         return None if progress is None else lambda done, total: progress(phase, done, total)
@@ -93,9 +94,11 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
         found["triplets"] = collect_triplets(denoiser, x, pairs, generator, T_RANGE, progress=report("collecting"))
         return x
 
+    frames = (1,) * (latent_format.latent_dimensions - 2)  # a video model's samples: one frame each
     start = latents
     if start is None:
-        start = torch.zeros(sample_count, latent_format.latent_channels, sample_size, sample_size)
+        start = torch.zeros(sample_count, latent_format.latent_channels, *frames, sample_size, sample_size)
+    start = comfy.sample.fix_empty_latent_channels(model, start)
     run_with_model(model, {"positive": unconditional}, start, seed, collect)
     data = found["triplets"]
 
@@ -121,6 +124,14 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
 
     train_unet(net, data, steps, seed=seed, on_step=on_step)
     return save(net, losses), losses, fit_residual(net, data, t_range=T_RANGE)
+
+
+def encode_images(vae, images: torch.Tensor) -> torch.Tensor:
+    """VAE Encode of each image on its own: a video VAE (Wan's, Qwen-Image's) takes a batch as the frames of one
+    clip, so each image is encoded alone, as a clip of one frame [1, C, 1, h, w]."""
+    if vae.latent_dim == 3:
+        return torch.cat([vae.encode(image[None, ..., :3]) for image in images])
+    return vae.encode(images[..., :3])
 
 
 class TrainLMCCorrector(io.ComfyNode):
@@ -192,7 +203,7 @@ class TrainLMCCorrector(io.ComfyNode):
         correctors.new_file(filename, overwrite)
         if source is not None:
             images = folder_images(source, image_size, inside=input_directory())
-        latents = vae.encode(images[..., :3]) if images is not None else None
+        latents = encode_images(vae, images) if images is not None else None
         pbar = comfy.utils.ProgressBar(1)
 
         def progress(phase, done, total):

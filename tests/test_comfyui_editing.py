@@ -137,7 +137,7 @@ def test_sdi_noise_reused_across_moving_patches_is_refused_naming_the_inputs():
 def test_reference_of_another_model_or_size_is_named():
     model = tiny_model("eps")
     with pytest.raises(ValueError, match=r"reference: this latent has 16 channels \(shape .*\) but the model .* works on 4"):
-        editing_loss("dds", model, torch.zeros(1, 16, 16, 16))
+        editing_loss("dds", model, torch.ones(1, 16, 16, 16))
     loss = editing_loss("pds", model, source_latent(shape=(1, 4, 8, 8)))
     with pytest.raises(ValueError, match=r"reference: its latent is 64×64 pixels but the one being optimized is 128×128"):
         optimize_latent(loss, {"samples": source_latent()})

@@ -168,7 +168,7 @@ def test_interrupt_stops_within_one_step():
 def test_latent_of_another_family_is_refused_with_the_fix():
     loss = sds_loss(tiny_model("eps"))
     with pytest.raises(ValueError, match=r"latent: this latent has 16 channels .* works on 4.*EmptySD3LatentImage"):
-        optimize_latent(loss, latent=torch.zeros(1, 16, 16, 16))
+        optimize_latent(loss, latent=torch.ones(1, 16, 16, 16))
 
 
 def test_non_finite_latent_is_refused():

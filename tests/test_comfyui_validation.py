@@ -109,7 +109,7 @@ def sds_loss():
 
 
 @pytest.mark.parametrize("shape,message", [
-    ((4, 16, 16), r"latent: its samples are a 3-D tensor of shape \[4, 16, 16\]; this node optimizes image latents"),
+    ((4, 16, 16), r"latent: its samples are a 3-D tensor of shape \[4, 16, 16\]; this model \(SD15\) works on 4-D"),
     ((1, 4, 2, 16, 16), r"latent: its samples are a 5-D tensor of shape \[1, 4, 2, 16, 16\]"),
     ((0, 4, 16, 16), r"latent: it is empty \(shape \[0, 4, 16, 16\]\)"),
     ((1, 4, 0, 16), r"latent: it is empty \(shape \[1, 4, 0, 16\]\)"),
@@ -117,7 +117,7 @@ def sds_loss():
 ])
 def test_a_latent_of_another_shape_is_described_as_it_is(shape, message):
     with pytest.raises(ValueError, match=message):
-        run_node("DistillOptimizeLatent", latent={"samples": torch.zeros(shape)}, loss=sds_loss(), steps=1,
+        run_node("DistillOptimizeLatent", latent={"samples": torch.full(shape, 0.5)}, loss=sds_loss(), steps=1,
                  learning_rate=0.1, optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0)
 
 
