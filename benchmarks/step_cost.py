@@ -91,7 +91,7 @@ def lmc_loss(model, pos, neg, kind):
         module = corrector_mod.UNetCorrector(4)
     else:
         module = corrector_mod.SpectralCorrector(torch.rand(4, 32, 49), torch.linspace(0.03, 0.97, 49))
-    corrector = correctors.LoadedCorrector(kind, module, {"latent_channels": "4", "latent_format": "SD15"})
+    corrector = correctors.LoadedCorrector(kind, module, correctors.what_it_models(model))
     return harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=8.0, corrector=corrector,
                             **COMMON).args[0]
 
