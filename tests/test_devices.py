@@ -4,6 +4,8 @@ ComfyUI hands the pack latents and predictions on the model's GPU, while generat
 on the CPU. The analytic prior stands in for the model with its predictions on cuda (see fake_cuda.py
 for what fake tensors check and what they stand in for).
 """
+from collections import Counter
+
 import pytest
 import torch
 from torch import nn
@@ -13,7 +15,7 @@ from fake_cuda import CUDA, fake_cuda, on_cuda
 from distill import DDIMInversion, Run, Settings, ddim_sample, item_generators, optimize, recipes
 from distill.corrector import SpectralCorrector, UNetCorrector, collect_triplets, fit_spectral, train_unet
 from distill.image import PatchSchedule, latent_view
-from distill.optimize import OPTIMIZERS
+from distill.optimize import CHECK_EVERY, OPTIMIZERS
 
 SHAPE = (4, 16, 16)
 
@@ -133,3 +135,26 @@ def test_optimization_steps_through_the_pixel_view_stay_on_the_model_device(opti
         x, _ = optimize(pixels, recipes.sds(), cuda_prior(), Settings(steps=2, clamp=(0.0, 1.0)),
                         view=latent_view(schedule, encoder.to(CUDA)))
     assert on_cuda(x, *optimizer_state(optimizers[0]))
+
+
+def sdi():
+    return recipes.sdi(noise=DDIMInversion(steps=4))
+
+
+@pytest.mark.parametrize("make_loss", [recipes.sds, recipes.nfsd, LOSSES["lmc_spectral"], LOSSES["lmc_fixed_noise"], sdi],
+                         ids=["sds", "nfsd", "lmc", "lmc_fixed_noise", "sdi"])
+def test_the_loop_makes_the_host_wait_for_the_device_only_at_its_checks(make_loss):
+    """Per step nothing is read on the host, copied to it, or copied to the device in a way that waits: the host
+    waits for the latent's check, once per CHECK_EVERY steps for the gradients' checks, and once for the history."""
+    def waits(steps):
+        loss = make_loss()
+        with fake_cuda() as mode:
+            prior, x = cuda_prior(), torch.zeros(2, *SHAPE, device=CUDA)
+            mode.host_waits.clear()  # the test's own copies to the device
+            optimize(x, loss, prior, Settings(steps=steps))
+        return mode.host_waits
+
+    once = Counter(waits(1))  # the latent's check, the last gradient checks and the history; moving a corrector
+    assert once["copy to the CPU"] == 2 and once["read on the host"] == 1
+    assert Counter(waits(CHECK_EVERY)) == once
+    assert Counter(waits(2 * CHECK_EVERY)) - once == Counter({"copy to the CPU": 1})
