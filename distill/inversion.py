@@ -129,7 +129,8 @@ class DDIMInversion:
         grids = [inversion_grid(float(ti), float(te), self.steps, len(denoiser.sigmas)) for ti, te in zip(t, t_end)]
         eta = self.eta if self.eta_placement == "every_step" else 0.0
         x_inv = ddim_invert(denoiser, x, grids, self.cfg, eta, run.generators)
-        a_end, b_end = (per_item(c, x) for c in denoiser.coefficients(to_device_of(sigma_at(denoiser.sigmas, t_end), x)))
+        sigma_end = to_device_of(sigma_at(denoiser.sigmas, t_end), x)
+        a_end, b_end = (per_item(c, x) for c in denoiser.coefficients(sigma_end))
         if self.variant == "renoise":
             return (x_inv - a_end * x) / b_end
         a, b = (per_item(c, x) for c in denoiser.coefficients(to_device_of(sigma_at(denoiser.sigmas, t), x)))
