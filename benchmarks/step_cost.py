@@ -9,7 +9,14 @@ the first three levels, context 768) but narrow enough for a CPU; ComfyUI is tol
 default on CUDA) so that both sides run the same attention kernel. Both are timed side by side in this one run; peak
 memory is measured in a fresh child process per phase. Needs ComfyUI, found as the tests find it.
 
+Then a row per model family (tests/families.py: tiny random SDXL EPS/EDM/v-zsnr, SD2-v, SD3, Flux, Lumina2, Wan 2.1,
+Qwen-Image from ComfyUI's own classes): the pack's SDS step (Optimize Latent, cfg 7.5) / KSampler's euler step
+(cfg 7.5, normal schedule) on the same model, latent and prompts, both with the same Latent2RGB previews, in
+alternating runs; the median of the per-run ratios. On models this small the network costs little, so the
+ratio is the pack's host overhead per step. --families-only prints just these rows.
+
     python benchmarks/step_cost.py [--channels 64] [--latent 32] [--steps 10] [--pairs 8] [--device cpu|cuda]
+                                   [--families-only] [--family-pairs 6] [--threads N]
 """
 import argparse
 import json
@@ -37,12 +44,16 @@ def unet_config(channels: int) -> dict:
     }
 
 
-def setup(args):
+def start_comfyui(args):
     sys.path.insert(0, str(harness.COMFYUI))
     import comfy.cli_args
 
     comfy.cli_args.args.use_pytorch_cross_attention = True
     harness.load_comfyui(cpu=args.device == "cpu")
+
+
+def setup(args):
+    start_comfyui(args)
     import comfy.model_management
 
     model = harness.tiny_model("eps", 0, unet_config(args.channels))
@@ -91,7 +102,7 @@ def lmc_loss(model, pos, neg, kind):
         module = corrector_mod.UNetCorrector(4)
     else:
         module = corrector_mod.SpectralCorrector(torch.rand(4, 32, 49), torch.linspace(0.03, 0.97, 49))
-    corrector = correctors.LoadedCorrector(kind, module, {"latent_channels": "4", "latent_format": "SD15"})
+    corrector = correctors.LoadedCorrector(kind, module, correctors.what_it_models(model))
     return harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=8.0, corrector=corrector,
                             **COMMON).args[0]
 
@@ -128,24 +139,83 @@ def diffusers_sds_run(unet, conds, latent, steps: int, guidance_scale: float = 9
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def step_times(node_id: str, **inputs) -> list[float]:
-    """Run a node that reports progress every step; returns the wall time of every step after the first."""
+def timed_steps(run, clock=time.perf_counter) -> list[float]:
+    """Call run(), which reports progress every step; returns the time of every step after the first."""
     import comfy.utils
 
     stamps = []
     old = comfy.utils.PROGRESS_BAR_HOOK
-    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: stamps.append(time.perf_counter()))
+    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: stamps.append(clock()))
     try:
-        harness.run_node(node_id, **inputs)
+        run()
     finally:
         comfy.utils.set_progress_bar_global_hook(old)
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def optimize_run(loss, latent, steps):
-    """Optimize Latent for `steps`; returns the wall time of every step after the first."""
-    return step_times("DistillOptimizeLatent", latent={"samples": latent}, loss=loss, steps=steps, learning_rate=0.1,
-                      optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0)
+def step_times(node_id: str, clock=time.perf_counter, **inputs) -> list[float]:
+    """Run a node that reports progress every step; returns the time of every step after the first."""
+    return timed_steps(lambda: harness.run_node(node_id, **inputs), clock)
+
+
+def ksampler_run(model, pos, neg, latent, steps, cfg, clock=time.perf_counter) -> list[float]:
+    """KSampler (euler, normal schedule, denoise 1) as ComfyUI runs it; time of every step after the first."""
+    import nodes
+
+    def run():
+        with torch.inference_mode():
+            nodes.common_ksampler(model, 0, steps, cfg, "euler", "normal", pos, neg, {"samples": latent})
+
+    return timed_steps(run, clock)
+
+
+def family_rows(args) -> list[tuple[str, str]]:
+    """Per family: the pack's SDS step / KSampler's euler step, both at cfg 7.5, alternating runs. On the CPU the
+    clock is the process's CPU time, which other processes on a shared machine disturb far less than wall time."""
+    import families
+
+    clock = time.process_time if args.device == "cpu" else time.perf_counter
+    rows = []
+    for name in families.FAMILIES:
+        fam = families.family(name)
+        model = fam.model.clone()
+        if args.device != "cpu":
+            model.load_device = torch.device(args.device)
+        try:
+            loss = harness.run_node("DistillSDSLoss", model=model, positive=fam.positive, negative=fam.negative,
+                                    cfg=7.5, **COMMON).args[0]
+            optimize_run(loss, fam.latent, 2)
+        except ValueError as e:
+            rows.append((name, f"refused: {str(e)[:100]}"))
+            continue
+        ksampler_run(model, fam.positive, fam.negative, fam.latent, 2, 7.5)
+        sides = {"pack": [], "ksampler": []}
+        for i in range(args.family_pairs):
+            for side in ("pack", "ksampler") if i % 2 == 0 else ("ksampler", "pack"):
+                run = (optimize_run(loss, fam.latent, args.steps + 1, clock) if side == "pack"
+                       else ksampler_run(model, fam.positive, fam.negative, fam.latent, args.steps + 1, 7.5, clock))
+                sides[side].append(statistics.median(run))
+        ratios = [p / k for p, k in zip(sides["pack"], sides["ksampler"])]
+        ms = {side: statistics.median(v) * 1e3 for side, v in sides.items()}
+        rows.append((name, f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}–{max(ratios):.3f}; "
+                           f"ms {ms['pack']:.2f} / {ms['ksampler']:.2f})"))
+    return rows
+
+
+def print_family_rows(args):
+    rows = family_rows(args)
+    clock = "CPU time (one thread)" if args.device == "cpu" else "wall time"
+    print(f"SDS step / KSampler euler step, cfg 7.5, tiny family models, device {args.device}, {clock}, median of "
+          f"{args.family_pairs} alternating run pairs of {args.steps} steps (per-run median step):")
+    print("| family | SDS step / KSampler step |\n| --- | --- |")
+    for name, row in rows:
+        print(f"| {name} | {row} |")
+
+
+def optimize_run(loss, latent, steps, clock=time.perf_counter):
+    """Optimize Latent for `steps`; returns the time of every step after the first."""
+    return step_times("DistillOptimizeLatent", clock, latent={"samples": latent}, loss=loss, steps=steps,
+                      learning_rate=0.1, optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0)
 
 
 def peak_memory(args, phase: str) -> float:
@@ -181,10 +251,18 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--pairs", type=int, default=8, help="alternating pack / diffusers SDS runs to compare")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--families-only", action="store_true", help="only the per-family SDS / KSampler rows")
+    p.add_argument("--family-pairs", type=int, default=6, help="alternating pack / KSampler runs per family")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a shared CPU)")
     p.add_argument("--memory-of", choices=["forward", "sds"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_of:
         return measure_memory_in_this_process(args)
+    if args.threads or args.device == "cpu" and args.families_only:
+        torch.set_num_threads(args.threads or 1)
+    if args.families_only:
+        start_comfyui(args)
+        return print_family_rows(args)
 
     model, (pos, neg, nfsd_neg) = setup(args)
     params = sum(t.numel() for t in model.model.diffusion_model.parameters())
@@ -230,6 +308,7 @@ def main():
           f"{statistics.median(pairs):.3f} of {len(pairs)} pairs (range {min(pairs):.3f}–{max(pairs):.3f}; "
           f"ms {ms['pack']:.1f} / {ms['diffusers']:.1f})")
     print(f"memory peak bare 2-branch forward {mem_f:.1f} MiB, SDS run {mem_s:.1f} MiB: ratio {mem_s / max(mem_f, 1e-9):.3f}")
+    print_family_rows(args)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from .denoiser import Denoiser, predict
+from .run import to_device_of
 from .schedule import noised, per_item, sigma_at
 
 T_ENCODING = 10
@@ -131,10 +132,10 @@ class SpectralCorrector(nn.Module):
 
     def gain_at(self, t: Tensor) -> Tensor:
         """[B, C, bands] gains at fractions t, linear in t between bin centres, constant beyond them."""
-        c = self.t_centers
-        pos = torch.searchsorted(c, t.to(c).contiguous()).clamp(1, len(c) - 1)
+        c, t = self.t_centers, to_device_of(t, self.t_centers).contiguous()
+        pos = torch.searchsorted(c, t).clamp(1, len(c) - 1)
         lo = pos - 1
-        w = ((t.to(c) - c[lo]) / (c[pos] - c[lo])).clamp(0, 1)
+        w = ((t - c[lo]) / (c[pos] - c[lo])).clamp(0, 1)
         g = self.gains
         return rearrange(g[:, :, lo] * (1 - w) + g[:, :, pos] * w, "c k b -> b c k")
 

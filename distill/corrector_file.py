@@ -1,9 +1,10 @@
 """Corrector files: safetensors with metadata, never a pickle.
 
 Metadata (all strings), each field checked before any tensor is read or any network is built:
-format_version "2" (or "1" for a spectral corrector); kind unet | spectral; latent_channels; latent_format
-(the model family's latent space, e.g. SD15, SDXL, SD3, Flux); t_min < t_max, fractions of the schedule;
-architecture, a JSON object of the kind's sizes (see ARCHITECTURE); and the training summary: steps,
+format_version "3"; kind unet | spectral; what the corrector models: model_family (ComfyUI's supported_models
+class of the model, e.g. SD15, SDXL, Flux, Lumina2), model_type (its ModelType: EPS, V_PREDICTION, FLUX, …),
+latent_channels and latent_format (its latent space, e.g. SD15, SDXL, SD3, Flux); t_min < t_max, fractions of the
+schedule; architecture, a JSON object of the kind's sizes (see ARCHITECTURE); and the training summary: steps,
 final_loss, images.
 The sizes must be those of the tensors, whose shapes must be exactly those of a network of these sizes.
 """
@@ -20,16 +21,17 @@ from torch import nn
 
 from .corrector import SpectralCorrector, UNetCorrector
 
-FORMAT_VERSION = "2"
-"""2: U-Net correctors predict the bias at its own scale (least squares); version 1 trained them in eq. 10's
-normalized space, which leaves the scale free, so version-1 U-Nets are refused. Spectral fits are the same in both."""
-REQUIRED = ("format_version", "kind", "latent_channels", "latent_format", "t_min", "t_max", "architecture",
-            "steps", "final_loss", "images")
+FORMAT_VERSION = "3"
+"""3: the file names the model family and model type it models. Versions 1 and 2 named only the latent space, which
+families share (Flux and Lumina2 both use Flux's), so they are refused: nothing in them says which model they model."""
+REQUIRED = ("format_version", "kind", "model_family", "model_type", "latent_channels", "latent_format", "t_min",
+            "t_max", "architecture", "steps", "final_loss", "images")
 ARCHITECTURE = {"unet": {"channels": 256, "levels": 6, "filters": 1024},
                 "spectral": {"channels": 256, "bands": 4096, "t_bins": 4096}}
 """Each kind's sizes and the largest value each may take (every size is at least 1; t_bins at least 2)."""
 MAX_COUNT = 10**12
-LATENT_FORMAT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+"""A class or enum name of ComfyUI's: model_family, model_type, latent_format."""
 PARTIAL = re.compile(r"\.(?P<name>.+\.safetensors)\.(?P<pid>\d+)\.partial")
 """Temporary files of saves in progress: .NAME.PID.partial, beside the file they become."""
 
@@ -42,14 +44,16 @@ def partial_name(name: str) -> str:
     return f".{name}.{os.getpid()}.partial"
 
 
-def save_corrector(path: str | os.PathLike, corrector: nn.Module, *, latent_format: str, t_range: tuple[float, float],
-                   steps: int, final_loss: float, images: int, overwrite: bool = False) -> None:
+def save_corrector(path: str | os.PathLike, corrector: nn.Module, *, model_family: str, model_type: str,
+                   latent_format: str, t_range: tuple[float, float], steps: int, final_loss: float, images: int,
+                   overwrite: bool = False) -> None:
     """Writes the file whole or not at all: into a temporary file beside it, then renamed over it. An
     existing file is replaced only with overwrite; a failed save leaves neither it changed nor a temporary file."""
     path = Path(path)
     kind = "unet" if isinstance(corrector, UNetCorrector) else "spectral"
     metadata = {
-        "format_version": FORMAT_VERSION, "kind": kind, "latent_channels": str(corrector.config["channels"]),
+        "format_version": FORMAT_VERSION, "kind": kind, "model_family": model_family, "model_type": model_type,
+        "latent_channels": str(corrector.config["channels"]),
         "latent_format": latent_format, "t_min": str(t_range[0]), "t_max": str(t_range[1]),
         "architecture": json.dumps(corrector.config), "steps": str(steps), "final_loss": repr(float(final_loss)),
         "images": str(images),
@@ -109,23 +113,26 @@ def _architecture(name: str, kind: str, text: str) -> dict[str, int]:
 def check_metadata(name: str, metadata: dict[str, str]) -> tuple[str, dict[str, int]]:
     """The kind and sizes the metadata declares, every field checked against the format; raises for the first
     field that breaks it."""
+    version = metadata.get("format_version")
+    if version in ("1", "2"):
+        _fail(name, "format_version", f"{version}: made by an earlier version of the pack, which recorded only the "
+                                      "latent space, not the model the corrector models (Flux and Lumina2 share "
+                                      "one); make it again for your model with Train LMC Corrector (the spectral "
+                                      "kind takes seconds).")
     missing = [k for k in REQUIRED if k not in metadata]
     if missing:
         _fail(name, "metadata", f"lacks {', '.join(missing)}; make correctors with Train LMC Corrector or the "
                                 "pack's training command, which write it.")
-    if metadata["format_version"] not in ("1", FORMAT_VERSION):
-        _fail(name, "format_version", f"{metadata['format_version'][:40]!r} is not {FORMAT_VERSION}, the one this "
-                                      "pack reads.")
+    if version != FORMAT_VERSION:
+        _fail(name, "format_version", f"{version[:40]!r} is not {FORMAT_VERSION}, the one this pack reads.")
     kind = metadata["kind"]
     if kind not in ARCHITECTURE:
         _fail(name, "kind", f"{kind[:40]!r} is not a corrector kind ({' or '.join(ARCHITECTURE)}).")
-    if metadata["format_version"] == "1" and kind == "unet":
-        _fail(name, "format_version", "1: a version-1 U-Net corrector, trained in eq. 10's normalized space, does "
-                                      "not predict the bias at its own scale; train it again with Train LMC Corrector.")
     channels = _integer(name, "latent_channels", metadata["latent_channels"], 1, ARCHITECTURE[kind]["channels"])
-    if not LATENT_FORMAT.fullmatch(metadata["latent_format"]):
-        _fail(name, "latent_format", f"{metadata['latent_format'][:40]!r} is not a latent format's name (SD15, "
-                                     "SDXL, SD3, Flux, …).")
+    for field, examples in (("model_family", "SD15, SDXL, Flux, Lumina2"), ("model_type", "EPS, V_PREDICTION, FLUX"),
+                            ("latent_format", "SD15, SDXL, SD3, Flux")):
+        if not NAME.fullmatch(metadata[field]):
+            _fail(name, field, f"{metadata[field][:40]!r} is not a name of ComfyUI's ({examples}, …).")
     t_min, t_max = (_fraction(name, k, metadata[k]) for k in ("t_min", "t_max"))
     if t_min >= t_max:
         _fail(name, "t_min", f"{t_min} is not below t_max ({t_max}).")

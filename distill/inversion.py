@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .denoiser import Denoiser, predict
-from .run import Run, gaussian_noise, uniform
+from .run import Run, gaussian_noise, to_device_of, uniform
 from .schedule import alpha_bar, eps_from_x0, per_item, sigma_at
 
 VARIANTS = ("inverted", "renoise")
@@ -54,14 +54,15 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, grids: list[list[float]], cfg: fl
     reference code's placement).
     """
     sigmas = denoiser.sigmas
-    start = sigma_at(sigmas, torch.tensor([g[0] for g in grids])).to(x)
+    start = to_device_of(sigma_at(sigmas, torch.tensor([g[0] for g in grids])), x)
     a0, b0 = (per_item(c, x) for c in denoiser.coefficients(start))
     state = x * (a0**2 + b0**2).sqrt()
     for k in range(max(len(g) for g in grids) - 1):
         active = [i for i, g in enumerate(grids) if k + 1 < len(g)]
-        s_from = sigma_at(sigmas, torch.tensor([grids[i][k] for i in active])).to(x)
-        s_to = sigma_at(sigmas, torch.tensor([grids[i][k + 1] for i in active])).to(x)
-        xs = state[active]
+        index = torch.tensor(active).to(x.device, non_blocking=True)  # a list index would be a waiting copy
+        s_from = to_device_of(sigma_at(sigmas, torch.tensor([grids[i][k] for i in active])), x)
+        s_to = to_device_of(sigma_at(sigmas, torch.tensor([grids[i][k + 1] for i in active])), x)
+        xs = state[index]
         a, b = (per_item(c, xs) for c in denoiser.coefficients(s_from))
         a_to, b_to = (per_item(c, xs) for c in denoiser.coefficients(s_to))
         with torch.inference_mode():
@@ -70,7 +71,7 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, grids: list[list[float]], cfg: fl
         nxt = ddim_step(x0, eps_from_x0(xs, x0, a, b), a_to, b_to)
         if eta > 0:
             nxt = nxt + eta * posterior_std(a, b, a_to, b_to) * gaussian_noise(xs, [generators[i] for i in active])
-        state[active] = nxt
+        state[index] = nxt
     return state
 
 
@@ -128,10 +129,11 @@ class DDIMInversion:
         grids = [inversion_grid(float(ti), float(te), self.steps, len(denoiser.sigmas)) for ti, te in zip(t, t_end)]
         eta = self.eta if self.eta_placement == "every_step" else 0.0
         x_inv = ddim_invert(denoiser, x, grids, self.cfg, eta, run.generators)
-        a_end, b_end = (per_item(c, x) for c in denoiser.coefficients(sigma_at(denoiser.sigmas, t_end).to(x)))
+        sigma_end = to_device_of(sigma_at(denoiser.sigmas, t_end), x)
+        a_end, b_end = (per_item(c, x) for c in denoiser.coefficients(sigma_end))
         if self.variant == "renoise":
             return (x_inv - a_end * x) / b_end
-        a, b = (per_item(c, x) for c in denoiser.coefficients(sigma_at(denoiser.sigmas, t).to(x)))
+        a, b = (per_item(c, x) for c in denoiser.coefficients(to_device_of(sigma_at(denoiser.sigmas, t), x)))
         fed = x_inv * ((a**2 + b**2) / (a_end**2 + b_end**2)).sqrt()
         return (fed - a * x) / b
 

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .corrector import correct
 from .denoiser import Denoiser, Request
-from .run import Run, Window, gaussian_noise
+from .run import Run, Window, gaussian_noise, to_device_of
 from .schedule import alpha_bar, eps_from_x0, noised, per_item, sigma_at
 from .timesteps import T_SCHEDULES, sample_fractions
 
@@ -56,7 +56,7 @@ def nfsd_direction(ev: Evaluation, threshold: float) -> Tensor:
 
     Below the threshold δ_D = ε̂_u, above it δ_D = ε̂_u − ε̂_neg; the sampled ε never enters.
     """
-    above = per_item((ev.t >= threshold).to(ev.x), ev.x)
+    above = per_item(to_device_of(ev.t >= threshold, ev.x), ev.x)
     return ev.w * (ev.eps["cfg"] - above * ev.eps["nfsd_negative"])
 
 
@@ -85,7 +85,7 @@ def fixed_noise(denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) 
         if key not in run.cache:
             run.cache[key] = torch.randn((*x.shape[1:-2], *window.grid), generator=g)
         crops.append(window.crop(run.cache[key], x.shape[-2:]))
-    return torch.stack(crops).to(x)
+    return to_device_of(torch.stack(crops), x)
 
 
 def reference_at(reference: Tensor, windows: list[Window], size: tuple[int, int]) -> Tensor:
@@ -155,7 +155,7 @@ class ScoreDistillation:
         t = sample_fractions(self.t_schedule, self.t_min, self.t_max, run.progress, run.generators,
                              shared=denoiser.one_t_per_batch)
         x = x.detach()
-        sigma = sigma_at(denoiser.sigmas, t).to(x)
+        sigma = to_device_of(sigma_at(denoiser.sigmas, t), x)
         a, b = (per_item(c, x) for c in denoiser.coefficients(sigma))
         if self.noise is None:
             noise = gaussian_noise(x, run.generators)
@@ -166,7 +166,7 @@ class ScoreDistillation:
         reference = None
         if self.reference is not None:
             check_frames(self.reference, x)
-            reference = reference_at(self.reference, run.windows_of(x), x.shape[-2:]).to(x)
+            reference = to_device_of(reference_at(self.reference, run.windows_of(x), x.shape[-2:]), x)
             reference_noisy = noised(reference, noise, a, b)
             requests.append(Request(reference_noisy, self.cfg, "source"))
         if self.resample:
@@ -185,25 +185,55 @@ class ScoreDistillation:
         w = WEIGHTINGS[self.weighting](alpha_bar(a, b))
         ev = Evaluation(x, noise, t, w, self.cfg, x0, eps, reference, denoiser)
         g = self.direction(ev)
-        check_gradient(g, ev, run.step)
+        check_gradient(g, ev, run)
         if self.grad_clip > 0:
             g = g.clamp(-self.grad_clip, self.grad_clip)
         return g
 
 
-def check_gradient(g: Tensor, ev: Evaluation, step: int) -> None:
-    """Stops a run whose gradient is not finite, naming the step, the t and the likely cause (never a silent zero)."""
-    finite = torch.isfinite(g.flatten(1)).all(1).cpu()
-    if finite.all():
-        return
-    levels = ", ".join(f"{v:.3f}" for v in ev.t[~finite].tolist())
-    broken = [k for k, v in ev.x0.items() if k != "cfg" and not torch.isfinite(v).all()]
-    if broken:
-        cause = (f"the model's prediction ({', '.join(broken)}) is NaN or infinite: a broken model or patch, or "
-                 "half-precision overflow (try ComfyUI's --force-fp32)")
+class PendingCheck(NamedTuple):
+    """One step's gradient check, not yet read on the host: finite holds, on the device, whether each item's
+    gradient and then each branch's prediction is finite."""
+
+    step: int
+    t: Tensor
+    cfg: float
+    branches: tuple[str, ...]
+    finite: Tensor
+
+
+def check_gradient(g: Tensor, ev: Evaluation, run: Run) -> None:
+    """Stops a run whose gradient is not finite, naming the step, the t and the likely cause (never a silent zero):
+    at once, or, where run.checks is a list, when the loop reads the checks it holds."""
+    branches = tuple(k for k in ev.x0 if k != "cfg")
+    finite = torch.cat([torch.isfinite(g.flatten(1)).all(1), torch.stack([torch.isfinite(ev.x0[k]).all()
+                                                                          for k in branches])])
+    check = PendingCheck(run.step, ev.t, ev.cfg, branches, finite)
+    if run.checks is None:
+        raise_if_not_finite([check])
     else:
-        cause = f"the guidance overflowed (cfg {ev.cfg}); lower cfg"
-    raise ValueError(f"step {step + 1}: the gradient is NaN or infinite at t = {levels}; {cause}.")
+        run.checks.append(check)
+
+
+def raise_if_not_finite(checks: list[PendingCheck]) -> None:
+    """Reads the checks in one host read; raises for the first step whose gradient is not finite."""
+    if not checks:
+        return
+    flags = torch.cat([c.finite for c in checks]).cpu().tolist()
+    start = 0
+    for c in checks:
+        items, ok = flags[start:start + len(c.t)], flags[start + len(c.t):start + len(c.t) + len(c.branches)]
+        start += len(c.t) + len(c.branches)
+        if all(items):
+            continue
+        levels = ", ".join(f"{v:.3f}" for v, fine in zip(c.t.tolist(), items) if not fine)
+        broken = [k for k, fine in zip(c.branches, ok) if not fine]
+        if broken:
+            cause = (f"the model's prediction ({', '.join(broken)}) is NaN or infinite: a broken model or patch, or "
+                     "half-precision overflow (try ComfyUI's --force-fp32)")
+        else:
+            cause = f"the guidance overflowed (cfg {c.cfg}); lower cfg"
+        raise ValueError(f"step {c.step + 1}: the gradient is NaN or infinite at t = {levels}; {cause}.")
 
 
 def target_loss(x: Tensor, g: Tensor) -> Tensor:

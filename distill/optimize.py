@@ -7,11 +7,14 @@ import torch
 from torch import Tensor
 
 from .denoiser import Denoiser
-from .losses import target_loss
+from .losses import raise_if_not_finite, target_loss
 from .run import Run, Window, item_generators
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 LR_SCHEDULES = ("constant", "cosine")
+CHECK_EVERY = 10
+"""Steps between the host reads of the gradients' finiteness checks (and at the last step): the loop never waits
+for the device otherwise; an error still names the step where the gradient first broke."""
 
 
 class Loss(Protocol):
@@ -90,16 +93,18 @@ def optimize(
     mask (broadcastable to the batch, in [0, 1]) weights every step of x: where it is 0 the result is the
     input bit for bit; the optimizer's own step is masked, since Adam's normalized step and AdamW's decay
     would move x where only the gradient is zero.
+    The host reads nothing from the device per step: the history and the gradient checks stay there, the checks
+    read every CHECK_EVERY steps, the history at the end.
     """
     check_finite("latent", latent)
     if mask is not None:
         check_mask("mask", mask)
-    run = Run(item_generators(settings.seed, latent.shape[0]), settings.steps)
-    history = History([], [])
+    run = Run(item_generators(settings.seed, latent.shape[0]), settings.steps, checks=[])
     with torch.inference_mode(False), torch.enable_grad():
         init = latent.detach().clone().float()
         x = init.clone().requires_grad_(True)
         weight = None if mask is None else mask.clamp(0, 1).to(x).expand_as(x)
+        stats = torch.empty(settings.steps, 2, device=x.device)
         opt = OPTIMIZERS[settings.optimizer]([x], lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
         for step in range(settings.steps):
             run.step = step
@@ -112,11 +117,13 @@ def optimize(
                 z, windows = view(x, run)
                 loss_run = replace(run, generators=[run.generators[w.item] for w in windows], windows=windows)
             g = loss.gradient(denoiser, z, loss_run)
-            objective = target_loss(z, g)
-            if settings.l2_to_init > 0:
-                objective = objective + settings.l2_to_init * 0.5 * (x - init).pow(2).sum() / x.shape[0]
             opt.zero_grad(set_to_none=True)
-            objective.backward()
+            if view is None:  # the target loss's gradient g / B, without building its graph
+                x.grad = g / x.shape[0]
+            else:
+                target_loss(z, g).backward()
+            if settings.l2_to_init > 0:  # of l2·½‖x − x_start‖²/B
+                x.grad += settings.l2_to_init * (x.detach() - init) / x.shape[0]
             before = x.detach().clone() if weight is not None else None
             opt.step()
             with torch.no_grad():
@@ -124,8 +131,12 @@ def optimize(
                     x.clamp_(*settings.clamp)
                 if weight is not None:
                     x.copy_(torch.where(weight > 0, torch.lerp(before, x, weight), before))
-            history.loss.append(0.5 * g.pow(2).sum().item() / z.shape[0])
-            history.grad_norm.append(g.flatten(1).norm(dim=1).mean().item())
+                stats[step, 0] = 0.5 * g.pow(2).sum() / z.shape[0]
+                stats[step, 1] = g.flatten(1).norm(dim=1).mean()
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == settings.steps:
+                raise_if_not_finite(run.checks)
+                run.checks.clear()
             if on_step is not None:
                 on_step(step, x.detach())
-    return x.detach(), history
+    loss_proxy, grad_norm = stats.cpu().T.tolist()
+    return x.detach(), History(loss_proxy, grad_norm)

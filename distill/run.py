@@ -15,9 +15,15 @@ def item_generators(seed: int, batch: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(int(s)) for s in states]
 
 
+def to_device_of(t: Tensor, like: Tensor) -> Tensor:
+    """t, made on the CPU, in like's device and dtype without making the host wait for the device: a copy to the
+    device from pageable memory is staged at once, so it needs no synchronization (a plain .to() waits)."""
+    return t.to(device=like.device, dtype=like.dtype, non_blocking=True)
+
+
 def gaussian_noise(x: Tensor, generators: list[torch.Generator]) -> Tensor:
     """ε ~ N(0, I) shaped like x, each item drawn from its own generator on the CPU (same seed, same noise anywhere)."""
-    return torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)
+    return to_device_of(torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]), x)
 
 
 def uniform(generators: list[torch.Generator]) -> Tensor:
@@ -61,13 +67,16 @@ def whole_windows(x: Tensor) -> list[Window]:
 @dataclass
 class Run:
     """generators: one per latent the loss sees (an item's own stream, shared by its patches); windows: where those
-    latents lie in their items' images (None: each latent is its item's whole image)."""
+    latents lie in their items' images (None: each latent is its item's whole image); checks: None to check each
+    gradient as it is made (a host read per step), or a list the loss appends its pending checks to, for the loop
+    to read together (see losses.raise_if_not_finite)."""
 
     generators: list[torch.Generator]
     steps: int = 1
     step: int = 0
     cache: dict = field(default_factory=dict)
     windows: list[Window] | None = None
+    checks: list | None = None
 
     def windows_of(self, x: Tensor) -> list[Window]:
         return self.windows if self.windows is not None else whole_windows(x)

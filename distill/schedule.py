@@ -22,8 +22,7 @@ def sigma_at(sigmas: Tensor, t: Tensor) -> Tensor:
     lo = pos.floor().long()
     hi = pos.ceil().long()
     w = pos - lo
-    log_sigmas = sigmas.log()
-    return ((1 - w) * log_sigmas[lo] + w * log_sigmas[hi]).exp()
+    return ((1 - w) * sigmas[lo].log() + w * sigmas[hi].log()).exp()
 
 
 def sd15_sigmas() -> Tensor:

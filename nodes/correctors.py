@@ -83,13 +83,23 @@ def load(name: str) -> LoadedCorrector:
     return LoadedCorrector(name, module, metadata)
 
 
-def check_corrector_fits(corrector: LoadedCorrector, model: ModelPatcher) -> None:
+def what_it_models(model: ModelPatcher) -> dict[str, str]:
+    """What a corrector for this model records: ComfyUI's class of the model family (supported_models), its
+    ModelType and its latent space (latent format class and channels)."""
     latent_format = model.get_model_object("latent_format")
-    channels, family = latent_format.latent_channels, type(latent_format).__name__
-    meta = corrector.metadata
-    if int(meta["latent_channels"]) != channels:
-        raise ValueError(f"corrector: {corrector.name} was made for {meta['latent_channels']}-channel latents but "
-                         f"this model's have {channels}; train a corrector for this model (Train LMC Corrector).")
-    if meta["latent_format"] != family:
-        raise ValueError(f"corrector: {corrector.name} was made for the {meta['latent_format']} latent space but "
-                         f"this model uses {family}; train a corrector for this model (Train LMC Corrector).")
+    return {"model_family": type(model.get_model_object("model_config")).__name__,
+            "model_type": model.get_model_object("model_type").name, "latent_format": type(latent_format).__name__,
+            "latent_channels": str(latent_format.latent_channels)}
+
+
+def check_corrector_fits(corrector: LoadedCorrector, model: ModelPatcher) -> None:
+    """A corrector models one model's bias: refused unless it was made for this model family, model type and latent
+    space. (A fine-tune or LoRA of the same family cannot be told apart; its bias may differ.)"""
+    wanted, meta = what_it_models(model), corrector.metadata
+    for field, what in (("model_family", "the {} model family"), ("model_type", "{} models"),
+                        ("latent_format", "the {} latent space"), ("latent_channels", "{}-channel latents")):
+        if meta[field] != wanted[field]:
+            raise ValueError(f"corrector: {corrector.name} was made for {what.format(meta[field])} but this model is "
+                             f"{wanted['model_family']} ({wanted['model_type']}, {wanted['latent_format']} latents, "
+                             f"{wanted['latent_channels']} channels); a corrector models one model's bias, so make "
+                             "one for this model with Train LMC Corrector.")

@@ -30,7 +30,9 @@ class DDIMInvertNoise(io.ComfyNode):
                                tooltip="CFG of the inversion, standard form: −6.5 here is the paper's −7.5 (its code "
                                        "computes ε̂_c + s·(ε̂_c − ε̂_u) = standard form with s + 1). Negative is "
                                        "right: with a forward cfg of 8.5 it is the paper's best; 1 (= its 0) "
-                                       "over-saturates (ISM), 8.5 (= its 7.5) drifts."),
+                                       "over-saturates (ISM), 8.5 (= its 7.5) drifts. On guidance-distilled models "
+                                       "(Flux dev) every branch is also guided by its prompt's FluxGuidance: set it "
+                                       "to 1 on every prompt for this scale to mean what it says (docs/flux.md)."),
                 io.Float.Input("eta", default=SDI["eta"], min=0.0, max=2.0, step=0.01,
                                tooltip="Weight of extra random noise added to the inferred noise (0 = none)."),
                 io.Combo.Input("eta_placement", options=["every_step", "end"], default=SDI["eta_placement"],

@@ -5,6 +5,7 @@ from ..distill import recipes
 from ..distill.optimize import check_finite
 from .checks import check_conditioning, check_latent, check_widgets, widget_message
 from .defaults import defaults
+from .guidance import TOOLTIP as GUIDANCE_DISTILLED, warn_if_compounding
 from .sds import check_timesteps, timestep_inputs
 from .types import CATEGORY, DistillLoss, DistillLossType
 
@@ -23,7 +24,8 @@ def editing_inputs(recipe: dict, cfg_tooltip: str, auto: str) -> list:
                                                 "what differs from source is what changes."),
         io.Conditioning.Input("negative", tooltip="The unconditional branch of CFG for both prompts: usually the "
                                                   "empty prompt."),
-        io.Float.Input("cfg", default=recipe["cfg"], min=1.0, max=200.0, step=0.5, round=0.01, tooltip=cfg_tooltip),
+        io.Float.Input("cfg", default=recipe["cfg"], min=1.0, max=200.0, step=0.5, round=0.01,
+                       tooltip=cfg_tooltip + GUIDANCE_DISTILLED),
         *timestep_inputs(recipe, auto),
     ]
 
@@ -39,7 +41,9 @@ def editing_loss(recipe, model, reference, source, target, negative, cfg, weight
     latent = model.get_model_object("latent_format").process_in(samples.float())
     loss = recipe(latent, cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max, t_schedule=t_schedule,
                   grad_clip=grad_clip)
-    return io.NodeOutput(DistillLoss(model, {"positive": target, "negative": negative, "source": source}, loss))
+    conds = {"positive": target, "negative": negative, "source": source}
+    warn_if_compounding(model, f"{recipe.__name__.upper()} Loss", {"cfg": cfg}, conds)
+    return io.NodeOutput(DistillLoss(model, conds, loss))
 
 
 class DDSLoss(io.ComfyNode):

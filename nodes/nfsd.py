@@ -4,6 +4,7 @@ from comfy_api.latest import io
 from ..distill import recipes
 from .checks import check_conditioning, check_widgets, widget_message
 from .defaults import defaults
+from .guidance import TOOLTIP as GUIDANCE_DISTILLED, warn_if_compounding
 from .sds import check_timesteps, timestep_inputs
 from .types import CATEGORY, DistillLoss, DistillLossType
 
@@ -32,7 +33,7 @@ class NFSDGuidance(io.ComfyNode):
                                               f"paper's: \"{NFSD_NEGATIVE_PROMPT}\"."),
                 io.Float.Input("cfg", default=NFSD["cfg"], min=1.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Scale s of the condition direction ε̂_c − ε̂_u; NFSD needs only a nominal "
-                                       "value (7.5)."),
+                                       "value (7.5)." + GUIDANCE_DISTILLED),
                 io.Float.Input("threshold", default=NFSD["threshold"], min=0.0, max=1.0, step=0.01,
                                tooltip="Below this noise level (a fraction of the model's schedule: 0.2 = t < 200 "
                                        "of 1000) the domain direction is ε̂_u alone; at or above it, ε̂_u − ε̂_neg. "
@@ -55,4 +56,5 @@ class NFSDGuidance(io.ComfyNode):
         loss = recipes.nfsd(cfg=cfg, threshold=threshold, weighting=weighting, t_min=t_min, t_max=t_max,
                             t_schedule=t_schedule, grad_clip=grad_clip)
         conds = {"positive": positive, "negative": negative, "nfsd_negative": nfsd_negative}
+        warn_if_compounding(model, "NFSD Guidance", {"cfg": cfg}, conds)
         return io.NodeOutput(DistillLoss(model, conds, loss))

@@ -6,6 +6,7 @@ from ..distill import T_SCHEDULES, WEIGHTINGS, recipes
 from .checks import check_conditioning, check_widgets, widget_message
 from .correctors import check_corrector_fits
 from .defaults import defaults
+from .guidance import TOOLTIP as GUIDANCE_DISTILLED, warn_if_compounding
 from .types import CATEGORY, DistillLoss, DistillLossType, DistillNoiseType, LMCCorrectorType
 
 SDS = defaults(recipes.sds)
@@ -65,7 +66,7 @@ class SDSLoss(io.ComfyNode):
                                tooltip="Guidance scale in the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). SDS needs "
                                        "it high: DreamFusion's 100 (its code computes ε̂_c + ω·(ε̂_c − ε̂_u), so "
                                        "threestudio's 100 is 101 here). SDI: 8.5 (its 7.5); LMC-SDS: 8 synthesis, "
-                                       "15 editing. At 1 the negative branch is skipped."),
+                                       "15 editing. At 1 the negative branch is skipped." + GUIDANCE_DISTILLED),
                 *timestep_inputs(SDS),
                 DistillNoiseType.Input("noise", optional=True,
                                        tooltip="Where each step's noise comes from; leave empty for fresh random "
@@ -93,6 +94,8 @@ class SDSLoss(io.ComfyNode):
         check_conditioning("negative", negative, positive)
         if corrector is not None:
             check_corrector_fits(corrector, model)
+        inversion = {"inversion_cfg": noise.cfg} if hasattr(noise, "cfg") else {}
+        warn_if_compounding(model, "SDS Loss", {"cfg": cfg} | inversion, {"positive": positive, "negative": negative})
         loss = recipes.sds(cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max, t_schedule=t_schedule,
                            grad_clip=grad_clip, noise=noise, corrector=None if corrector is None else corrector.module,
                            fixed_noise=fixed_noise)

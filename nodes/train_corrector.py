@@ -104,9 +104,10 @@ def train_for_model(model: ModelPatcher, unconditional: list, latents: torch.Ten
 
     def save(corrector, losses: list[float]) -> Path:
         path = correctors.user_folder() / filename
-        save_corrector(path, corrector, latent_format=type(latent_format).__name__, t_range=T_RANGE,
-                       steps=len(losses), final_loss=losses[-1] if losses else float("nan"), images=len(start),
-                       overwrite=overwrite)
+        models = correctors.what_it_models(model)
+        save_corrector(path, corrector, model_family=models["model_family"], model_type=models["model_type"],
+                       latent_format=models["latent_format"], t_range=T_RANGE, steps=len(losses),
+                       final_loss=losses[-1] if losses else float("nan"), images=len(start), overwrite=overwrite)
         return path
 
     if kind == "spectral":

@@ -10,6 +10,10 @@ stood in for:
   leaf the graph reaches a zero gradient on the leaf's own device (the devices a real backward
   would give); the forward that built the graph and the optimizer's update still run.
 
+The mode also records in ``host_waits`` every op at which a real GPU would make the host wait for it: a value read
+on the host, a copy to the CPU, and a copy to the device that is not non_blocking (from pageable memory, a plain
+``.to()`` waits for the stream; a non_blocking one is staged at once).
+
 Modules must be made outside the mode (on the CPU, as a file loader or a node makes them) before the
 code under test moves them: fake tensors cannot swap a parameter that was itself made fake.
 """
@@ -22,8 +26,33 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 CUDA = torch.device("cuda", 0)
 
 
+def _host_wait(func, args, kwargs) -> str | None:
+    aten = torch.ops.aten
+    if func is aten._local_scalar_dense.default and args[0].device.type == "cuda":
+        return "read on the host"
+    if func is aten._to_copy.default and kwargs.get("device") is not None:
+        source, target = args[0].device.type, torch.device(kwargs["device"]).type
+    elif func is aten.copy_.default:
+        source, target = args[1].device.type, args[0].device.type
+    else:
+        return None
+    non_blocking = kwargs.get("non_blocking", args[2] if func is aten.copy_.default and len(args) > 2 else False)
+    if source == "cuda" and target == "cpu":
+        return "copy to the CPU"
+    if source == "cpu" and target == "cuda" and not non_blocking:
+        return "blocking copy to the device"
+    return None
+
+
 class _FakeCudaMode(FakeTensorMode):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.host_waits: list[str] = []
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        wait = _host_wait(func, args, kwargs or {})
+        if wait:
+            self.host_waits.append(wait)
         if func is torch.ops.aten._local_scalar_dense.default:
             t = args[0]
             return True if t.dtype == torch.bool else 0.5 if t.is_floating_point() else 0

@@ -374,7 +374,8 @@ def write_correctors(folder: Path, outside: Path) -> None:
     def spectral(centers):
         return SpectralCorrector(torch.ones(4, 2, len(centers)), torch.tensor(centers))
 
-    common = dict(latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0)
+    common = dict(model_family="SD15", model_type="EPS", latent_format="SD15", t_range=(0.02, 0.98), steps=0,
+                  final_loss=0.0, images=0)
     save_corrector(folder / GOOD, spectral([0.2, 0.8]), **common)
     save_corrector(outside / "corrector.safetensors", spectral([0.2, 0.8]), **common)
     save_corrector(folder / "distill_descending.safetensors", spectral([0.8, 0.2]), **common)

@@ -10,6 +10,8 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
 
 KINDS = ["eps", "v", "flow"]
 SHAPE = (2, 4, 16, 16)
+SD15 = dict(model_family="SD15", model_type="EPS", latent_format="SD15")
+"""What the harness's tiny EPS model is to a corrector."""
 
 
 @pytest.fixture
@@ -49,6 +51,8 @@ def test_train_save_load_and_optimize_with_lmc_sds(kind, corrector_folder):
     corrector, curve = train(model, f"tiny_{kind}.safetensors", kind="unet", steps=5)
     assert (corrector_folder / f"tiny_{kind}.safetensors").is_file()
     assert corrector.metadata["latent_format"] == "SD15" and corrector.metadata["steps"] == "5"
+    assert corrector.metadata["model_family"] == "SD15"
+    assert corrector.metadata["model_type"] == {"eps": "EPS", "v": "V_PREDICTION", "flow": "FLOW"}[kind]
     assert curve.shape[-1] == 3
     loaded = run_node("DistillLMCCorrector", corrector_name=f"tiny_{kind}.safetensors").args[0]
     loss = lmc_loss(model, loaded)
@@ -71,10 +75,10 @@ def test_a_save_load_round_trip_reproduces_the_optimization_bit_identically(corr
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    corrector_file.save_corrector(corrector_folder / "rt.safetensors", net, latent_format="SD15",
+    corrector_file.save_corrector(corrector_folder / "rt.safetensors", net, **SD15,
                                   t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0)
     model = tiny_model("eps")
-    in_memory = correctors.LoadedCorrector("rt.safetensors", net.eval(), {"latent_channels": "4", "latent_format": "SD15"})
+    in_memory = correctors.LoadedCorrector("rt.safetensors", net.eval(), SD15 | {"latent_channels": "4"})
     loaded = run_node("DistillLMCCorrector", corrector_name="rt.safetensors").args[0]
     assert torch.equal(optimize(lmc_loss(model, in_memory)), optimize(lmc_loss(model, loaded)))
 
@@ -118,7 +122,7 @@ def test_broken_files_are_refused_naming_the_file_and_reason(corrector_folder):
 
     corrector_file, corrector_mod = pack("distill.corrector_file"), pack("distill.corrector")
     corrector_file.save_corrector(corrector_folder / "good.safetensors", corrector_mod.UNetCorrector(4),
-                                  latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0)
+                                  **SD15, t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0)
     data = (corrector_folder / "good.safetensors").read_bytes()
     (corrector_folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     refused("truncated.safetensors", "corrector_name: truncated.safetensors: not a readable safetensors file")
@@ -132,17 +136,45 @@ def test_broken_files_are_refused_naming_the_file_and_reason(corrector_folder):
     assert node.validate_inputs("good.safetensors") is True
 
 
-@pytest.mark.parametrize("channels,family,match", [
-    (16, "SD15", "made for 16-channel latents but this model's have 4"),
-    (4, "SDXL", "made for the SDXL latent space but this model uses SD15"),
+@pytest.mark.parametrize("field,value,match", [
+    ("latent_channels", "16", "made for 16-channel latents"),
+    ("latent_format", "SDXL", "made for the SDXL latent space"),
+    ("model_family", "SD20", "made for the SD20 model family"),
+    ("model_type", "V_PREDICTION", "made for V_PREDICTION models"),
 ])
-def test_a_corrector_for_another_latent_space_is_refused(corrector_folder, channels, family, match):
-    corrector_file, corrector_mod = pack("distill.corrector_file"), pack("distill.corrector")
-    corrector_file.save_corrector(corrector_folder / "other.safetensors", corrector_mod.UNetCorrector(channels),
-                                  latent_format=family, t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0)
-    loaded = run_node("DistillLMCCorrector", corrector_name="other.safetensors").args[0]
-    with pytest.raises(ValueError, match=f"corrector: other.safetensors was {match}"):
-        lmc_loss(tiny_model("eps"), loaded)
+def test_a_corrector_for_another_model_or_latent_space_is_refused(field, value, match):
+    correctors = pack("nodes.correctors")
+    model = tiny_model("eps")
+    other = correctors.LoadedCorrector("other.safetensors", pack("distill.corrector").UNetCorrector(4),
+                                       correctors.what_it_models(model) | {field: value})
+    with pytest.raises(ValueError, match=rf"corrector: other.safetensors was {match} but this model is SD15 \(EPS, "
+                                         r"SD15 latents, 4 channels\); a corrector models one model's bias"):
+        lmc_loss(model, other)
+
+
+def test_a_lumina2_corrector_is_refused_on_flux_although_they_share_a_latent_space(corrector_folder):
+    """Trained on each tiny model by the node's own function; the family is the model's supported_models class."""
+    from families import family_conditioning, family_latent, family_model
+
+    train_for_model = pack("nodes.train_corrector").train_for_model
+    for name in ("lumina2", "flux"):
+        train_for_model(family_model(name), family_conditioning(name, 2), torch.randn(1, 16, 8, 8), kind="spectral",
+                        pairs=2, steps=1, seed=0, filename=f"{name}.safetensors")
+    lumina2, flux = (run_node("DistillLMCCorrector", corrector_name=f"{n}.safetensors").args[0]
+                     for n in ("lumina2", "flux"))
+    assert lumina2.metadata["latent_format"] == flux.metadata["latent_format"] == "Flux"
+    model = family_model("flux")
+    conds = {"positive": family_conditioning("flux", 1), "negative": family_conditioning("flux", 2)}
+    with pytest.raises(ValueError, match=r"corrector: lumina2.safetensors was made for the Lumina2 model family but "
+                                         r"this model is Flux \(FLUX, Flux latents, 16 channels\)"):
+        run_node("DistillSDSLoss", model=model, cfg=8.0, weighting="auto", t_min=0.02, t_max=0.98,
+                 t_schedule="uniform", grad_clip=0.0, corrector=lumina2, **conds)
+    loss = run_node("DistillSDSLoss", model=model, cfg=8.0, weighting="auto", t_min=0.02, t_max=0.98,
+                    t_schedule="uniform", grad_clip=0.0, corrector=flux, **conds).args[0]
+    latent = family_latent("flux")
+    out = run_node("DistillOptimizeLatent", latent={"samples": latent}, loss=loss, steps=1, learning_rate=0.1,
+                   optimizer="adamw", lr_schedule="cosine", seed=0, l2_to_init=0.0).args[0]["samples"]
+    assert out.shape == latent.shape and torch.isfinite(out).all()
 
 
 @pytest.fixture
@@ -249,8 +281,8 @@ def stall(tensors, path, metadata):
     time.sleep(600)
 cf.save_file = stall
 cf.save_corrector({str(corrector_folder / "killed.safetensors")!r}, SpectralCorrector(torch.ones(4, 2, 2),
-                  torch.tensor([0.2, 0.8])), latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0,
-                  images=0)
+                  torch.tensor([0.2, 0.8])), model_family="SD15", model_type="EPS", latent_format="SD15",
+                  t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0)
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "written"

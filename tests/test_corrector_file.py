@@ -11,6 +11,9 @@ from distill.corrector import SpectralCorrector, UNetCorrector
 from distill.corrector_file import CorrectorFileError, load_corrector, save_corrector
 
 
+MODELS = dict(model_family="SD15", model_type="EPS", latent_format="SD15")
+
+
 def spectral(t_centers=(0.2, 0.5, 0.8)) -> SpectralCorrector:
     gains = torch.linspace(0.5, 1.0, 4 * 2 * len(t_centers)).reshape(4, 2, len(t_centers))
     return SpectralCorrector(gains, torch.tensor(t_centers))
@@ -18,7 +21,8 @@ def spectral(t_centers=(0.2, 0.5, 0.8)) -> SpectralCorrector:
 
 def write(path, corrector, **changes):
     """A corrector file as the pack writes it, then its metadata changed (None removes a field)."""
-    save_corrector(path, corrector, latent_format="SD15", t_range=(0.02, 0.98), steps=5, final_loss=0.1, images=3)
+    save_corrector(path, corrector, **MODELS, t_range=(0.02, 0.98), steps=5, final_loss=0.1,
+                   images=3)
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -67,14 +71,19 @@ def test_both_kinds_round_trip_exactly(tmp_path):
     ("kind", "spectral", r"architecture: a spectral corrector's is a JSON object"),
     ("latent_channels", "four", r"latent_channels: 'four' is not a whole number from 1 to 256"),
     ("latent_channels", "16", r"latent_channels: 16, but its architecture says 4 channels"),
-    ("latent_format", "../SD15", r"latent_format: '../SD15' is not a latent format's name"),
+    ("latent_format", "../SD15", r"latent_format: '../SD15' is not a name of ComfyUI's"),
+    ("model_family", "Flux dev", r"model_family: 'Flux dev' is not a name of ComfyUI's"),
+    ("model_type", "", r"model_type: '' is not a name of ComfyUI's"),
     ("t_min", "nan", r"t_min: 'nan' is not a number from 0 to 1"),
     ("t_max", "0.01", r"t_min: 0.02 is not below t_max \(0.01\)"),
     ("steps", "-1", r"steps: '-1' is not a whole number"),
     ("images", "1e9", r"images: '1e9' is not a whole number"),
     ("final_loss", "low", r"final_loss: 'low' is not a number"),
-    ("format_version", "3", r"format_version: '3' is not 2"),
-    ("format_version", "1", r"format_version: 1: a version-1 U-Net corrector, trained in eq. 10's normalized space"),
+    ("format_version", "4", r"format_version: '4' is not 3"),
+    ("format_version", "2", r"format_version: 2: made by an earlier version of the pack, which recorded only the "
+                            r"latent space, not the model"),
+    ("format_version", "1", r"format_version: 1: made by an earlier version of the pack"),
+    ("model_family", None, r"metadata: lacks model_family"),
     ("steps", None, r"metadata: lacks steps"),
 ])
 def test_each_bad_metadata_field_is_one_error_naming_file_and_field(tmp_path, built_networks, field, value, message):
@@ -90,7 +99,7 @@ def test_a_tiny_file_claiming_a_huge_network_builds_nothing(tmp_path, built_netw
     arch = {"channels": 4, "levels": 6, "filters": 1024}
     path = tmp_path / "huge.safetensors"
     save_file({"out.weight": torch.zeros(4, 1, 1, 1)}, str(path), metadata={
-        "format_version": "2", "kind": "unet", "latent_channels": "4", "latent_format": "SD15", "t_min": "0.02",
+        "format_version": "3", "kind": "unet", **MODELS, "latent_channels": "4", "t_min": "0.02",
         "t_max": "0.98", "architecture": json.dumps(arch), "steps": "0", "final_loss": "0.0", "images": "0"})
     assert path.stat().st_size < 1024
     with pytest.raises(CorrectorFileError, match=r"^huge\.safetensors: tensors: a unet corrector has a 4-D tensor "
@@ -129,10 +138,10 @@ def test_an_existing_file_is_replaced_only_when_asked(tmp_path):
     path = tmp_path / "c.safetensors"
     path.write_bytes(b"the user's file")
     with pytest.raises(CorrectorFileError, match="c.safetensors: a corrector of this name already exists"):
-        save_corrector(path, spectral(), latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0,
+        save_corrector(path, spectral(), **MODELS, t_range=(0.02, 0.98), steps=0, final_loss=0.0,
                        images=0)
     assert path.read_bytes() == b"the user's file" and [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
-    save_corrector(path, spectral(), latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0,
+    save_corrector(path, spectral(), **MODELS, t_range=(0.02, 0.98), steps=0, final_loss=0.0, images=0,
                    overwrite=True)
     assert load_corrector(path)[1]["kind"] == "spectral"
 
@@ -148,6 +157,6 @@ def test_a_failed_save_leaves_the_old_file_and_no_temporary_file(tmp_path, monke
 
     monkeypatch.setattr(corrector_file, "save_file", fail_midway)
     with pytest.raises(OSError, match="disk full"):
-        save_corrector(path, spectral(), latent_format="SD15", t_range=(0.02, 0.98), steps=0, final_loss=0.0,
+        save_corrector(path, spectral(), **MODELS, t_range=(0.02, 0.98), steps=0, final_loss=0.0,
                        images=0, overwrite=True)
     assert path.read_bytes() == b"the user's file" and [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]

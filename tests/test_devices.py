@@ -4,6 +4,9 @@ ComfyUI hands the pack latents and predictions on the model's GPU, while generat
 on the CPU. The analytic prior stands in for the model with its predictions on cuda (see fake_cuda.py
 for what fake tensors check and what they stand in for).
 """
+import sys
+from collections import Counter
+
 import pytest
 import torch
 from torch import nn
@@ -133,3 +136,28 @@ def test_optimization_steps_through_the_pixel_view_stay_on_the_model_device(opti
         x, _ = optimize(pixels, recipes.sds(), cuda_prior(), Settings(steps=2, clamp=(0.0, 1.0)),
                         view=latent_view(schedule, encoder.to(CUDA)))
     assert on_cuda(x, *optimizer_state(optimizers[0]))
+
+
+def sdi():
+    return recipes.sdi(noise=DDIMInversion(steps=4))
+
+
+@pytest.mark.parametrize("make_loss", [recipes.sds, LOSSES["lmc_fixed_noise"], sdi], ids=["sds", "lmc_fixed_noise", "sdi"])
+def test_the_loop_makes_the_host_wait_for_the_device_only_at_its_checks(make_loss, monkeypatch):
+    """Per step nothing is read on the host, copied to it, or copied to the device in a way that waits: the host
+    waits for the latent's check, once per CHECK_EVERY steps for the gradients' checks, and once for the history
+    (CHECK_EVERY set to 2 here, to keep the runs short)."""
+    monkeypatch.setattr(sys.modules["distill.optimize"], "CHECK_EVERY", 2)  # the module, not distill's function
+
+    def waits(steps):
+        loss = make_loss()
+        with fake_cuda() as mode:
+            prior, x = cuda_prior(), torch.zeros(2, *SHAPE, device=CUDA)
+            mode.host_waits.clear()  # the test's own copies to the device
+            optimize(x, loss, prior, Settings(steps=steps))
+        return mode.host_waits
+
+    once = Counter(waits(1))  # the latent's check, the last gradient checks and the history; moving a corrector
+    assert once["copy to the CPU"] == 2 and once["read on the host"] == 1
+    assert Counter(waits(2)) == once
+    assert Counter(waits(4)) - once == Counter({"copy to the CPU": 1})

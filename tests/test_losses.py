@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from analytic import GaussianDenoiser, fourier_filter
-from distill import Run, ScoreDistillation, item_generators, target_loss
+from distill import Run, ScoreDistillation, Settings, item_generators, optimize, target_loss
+from distill.optimize import CHECK_EVERY
 from distill.schedule import sigma_at
 from rng import replay_draws
 
@@ -88,6 +89,26 @@ def test_a_non_finite_gradient_stops_the_run_naming_step_t_and_cause():
         ScoreDistillation(cfg=7.5).gradient(den, x, run)
     with pytest.raises(ValueError, match=r"step 1: .*the guidance overflowed \(cfg inf\)"):
         ScoreDistillation(cfg=float("inf")).gradient(GaussianDenoiser(SHAPE, means=class_means()), x, Run(item_generators(0, 2)))
+
+
+def test_a_gradient_that_breaks_mid_run_is_reported_at_its_step_by_the_next_check():
+    """The loop reads its checks every CHECK_EVERY steps: the error still names the step where it broke."""
+    class BrokenFromStep4(GaussianDenoiser):
+        positive_calls = 0
+
+        def x0(self, x_noisy, sigma, branch):
+            out = super().x0(x_noisy, sigma, branch)
+            if branch == "positive":
+                self.positive_calls += 1
+                if self.positive_calls >= 4:
+                    out[1] = float("nan")
+            return out
+
+    den = BrokenFromStep4(SHAPE, means=class_means())
+    with pytest.raises(ValueError, match=r"^step 4: the gradient is NaN or infinite at t = [0-9.]+; the model's "
+                                         r"prediction \(positive\)"):
+        optimize(torch.zeros(2, *SHAPE), ScoreDistillation(cfg=7.5), den, Settings(steps=3 * CHECK_EVERY))
+    assert den.positive_calls == CHECK_EVERY
 
 
 def test_gradient_is_clipped():

@@ -288,9 +288,9 @@ class FixedBias(nn.Module):
 def test_lmc_direction_matches_paper(kind, k):
     """ω = 8 in the paper's (standard) form; b̂ with another mean and spread than ẑ_t, used as given."""
     bias = 0.5 * torch.randn(SHAPE, generator=torch.Generator().manual_seed(9)) + 0.2
-    corrector = pack("nodes.correctors").LoadedCorrector(
-        "fixed", FixedBias(bias), {"latent_channels": "4", "latent_format": "SD15"})
-    loss = run_node("DistillSDSLoss", model=models(kind)[0], positive=POSITIVE, negative=NEGATIVE, cfg=8.0,
+    correctors, model = pack("nodes.correctors"), models(kind)[0]
+    corrector = correctors.LoadedCorrector("fixed", FixedBias(bias), correctors.what_it_models(model))
+    loss = run_node("DistillSDSLoss", model=model, positive=POSITIVE, negative=NEGATIVE, cfg=8.0,
                     weighting="auto", corrector=corrector, **at_timestep(k)).args[0]
     seen = pack_step(loss)
     (eps,) = normals(seen["draws"], 1)
