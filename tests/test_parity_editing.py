@@ -32,7 +32,7 @@ def editing_step(node: str, kind: str, cfg: float, k: int, **settings) -> tuple[
     return pack_step(loss), loss.loss.reference
 
 
-@pytest.mark.parametrize("kind,k", [("eps", 50), ("eps", 948), ("v", 500)])
+@pytest.mark.parametrize("kind,k", [("eps", 50), ("v", 948)])
 def test_dds_gradient_matches_the_notebook(kind, k):
     """t ∈ [50, 949) as the notebook draws it; its guidance 7.5 is the standard form, cfg 7.5 here."""
     seen, z_src = editing_step("DistillDDSLoss", kind, 7.5, k)
@@ -77,7 +77,7 @@ def pds_pair(kind: str, seen: dict, z_src: torch.Tensor, k: int, cfg: float, eps
     return out[0], out[1]
 
 
-@pytest.mark.parametrize("kind,k", [("eps", 21), ("eps", 979), ("v", 501)])
+@pytest.mark.parametrize("kind,k", [("eps", 979), ("v", 501)])
 def test_pds_gradient_matches_the_authors_code(kind, k):
     """t on PDS's 500-level grid (odd timesteps, 21 and 979 its ends at ratios 0.02 and 0.98), cfg 50 (the 2D
     notebook's; the standard form in pds.py too); ε_{t−1} is any draw, it cancels from the difference."""
