@@ -7,7 +7,7 @@ a random N(0, I) and from a zero (Empty Latent Image) start, a batch of seeds ea
 same prior is the reference. Scores are relative to the class's real images (distill.quality; 1 = like
 the data); "held-out data" are new images of the same classes. Editing: images of each class, the prior's own
 and held-out ones, are edited toward the next class (source prompt = their class, target prompt = the next) by
-DDS and PDS at their workflows' settings, and by SDS (cfg 100, its default) with the same target at each of
+DDS and PDS at their workflows' settings, and by SDS (cfg 101, its default) with the same target at each of
 those settings; scored by the distance to the source image and against the target class. Needs only torch (and Pillow for the grid).
 
     python benchmarks/quality.py [--seeds 8] [--steps 500] [--explain] [--out benchmarks/out/quality_grid.png]
@@ -53,7 +53,7 @@ def methods(corrector) -> dict[str, ScoreDistillation]:
     """Each loss as its node builds it (distill.recipes) at its shipped workflow's settings."""
     return {
         "SDS cfg 7.5": recipes.sds(cfg=7.5),
-        "SDS cfg 100": recipes.sds(),
+        "SDS cfg 101": recipes.sds(),
         "NFSD": recipes.nfsd(),
         "SDI": recipes.sdi(),
         "LMC-SDS": recipes.lmc_sds(corrector),
@@ -66,18 +66,19 @@ SETTINGS = Settings(steps=500, lr=0.1, optimizer="adamw", lr_schedule="cosine") 
 
 EDIT_TARGET = {c: CLASSES[(i + 1) % len(CLASSES)] for i, c in enumerate(CLASSES)}
 """Each class's images are edited toward the next class: disc → square → bar → ring → disc."""
-DDS_SETTINGS = Settings(steps=200, lr=0.02)  # the dds_editing workflow's: AdamW, cosine
-PDS_SETTINGS = Settings(steps=500, lr=0.1, lr_schedule="constant")  # the pds_editing workflow's
+DDS_SETTINGS = Settings(steps=200, lr=0.1, optimizer="sgd", lr_schedule="constant")  # dds_editing's: the notebook's
+PDS_SETTINGS = Settings(steps=500, lr=0.1, optimizer="adam_torch", lr_schedule="constant")  # pds_editing's
+PDS_CFG = 50.0  # pds_editing's, the authors' 2D notebook
 
 
 def editing_methods() -> dict[str, tuple[Callable[[torch.Tensor], ScoreDistillation], Settings]]:
     """Each editing loss of a reference as its node builds it, with its workflow's optimizer settings; SDS at its
-    default cfg 100 (what image_editing advises without a corrector) with the same target, at each of them."""
+    default cfg 101 (what image_editing advises without a corrector) with the same target, at each of them."""
     return {
         "DDS": (recipes.dds, DDS_SETTINGS),
-        "SDS cfg 100, DDS steps": (lambda reference: recipes.sds(), DDS_SETTINGS),
-        "PDS": (recipes.pds, PDS_SETTINGS),
-        "SDS cfg 100, PDS steps": (lambda reference: recipes.sds(), PDS_SETTINGS),
+        "SDS cfg 101, DDS steps": (lambda reference: recipes.sds(), DDS_SETTINGS),
+        "PDS": (lambda reference: recipes.pds(reference, cfg=PDS_CFG), PDS_SETTINGS),
+        "SDS cfg 101, PDS steps": (lambda reference: recipes.sds(), PDS_SETTINGS),
     }
 
 
@@ -248,7 +249,7 @@ def explain(results: dict[str, dict[str, torch.Tensor]], seeds: int, settings: S
         "NFSD threshold 0": (recipes.nfsd(threshold=0.0), None),
         "NFSD unblurred negative": (recipes.nfsd(), unblurred),
         "NFSD both": (recipes.nfsd(threshold=0.0), unblurred),
-        "SDS cfg 100, t_max 0.6": (recipes.sds(t_max=0.6), None),
+        "SDS cfg 101, t_max 0.6": (recipes.sds(t_max=0.6), None),
         "SDS cfg 7.5 fixed noise": (recipes.sds(cfg=7.5, fixed_noise=True), None),
     }
     for name, (loss, prior) in ablations.items():

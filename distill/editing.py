@@ -10,6 +10,11 @@ from .schedule import alpha_bar, per_item, sigma_at
 
 PDS_GRID = 500
 """The PDS authors' DDIM grid: t − 1 is the previous of 500 levels, two steps of SD's 1000-step table."""
+BETA_STEP = 1 / 999
+"""β_t's step t′ → t as a fraction of the schedule: one step of the 1000-level table the authors' code reads β from,
+whatever the model's own table length (Flux's has 10,000), so that one σ(t) curve gives one PDS step."""
+GRID_STEP = 1000 // PDS_GRID * BETA_STEP
+"""t − 1 as a fraction of the schedule: one step of PDS's grid, two of the 1000-level table."""
 
 
 def dds_direction(ev: Evaluation) -> Tensor:
@@ -18,18 +23,17 @@ def dds_direction(ev: Evaluation) -> Tensor:
 
 
 def pds_levels(ev: Evaluation) -> tuple[Tensor, Tensor, Tensor]:
-    """(ᾱ_t, ᾱ_{t−1}, β_t) per item: t − 1 the previous level of PDS's grid, β_t = 1 − ᾱ_t/ᾱ_t′ one step t′ → t of
-    the model's own table (as the authors' code takes them), ᾱ of each level from the model's (a, b)."""
+    """(ᾱ_t, ᾱ_{t−1}, β_t) per item: t − 1 = t − ``GRID_STEP``, β_t = 1 − ᾱ_t/ᾱ_t′ with t′ = t − ``BETA_STEP`` (on a
+    1000-level table: the previous grid level and one table step, as the authors' code takes them), ᾱ of each
+    level from the model's (a, b) at σ(t) of its own table."""
     sigmas = ev.denoiser.sigmas.double()
-    table_step = 1.0 / (len(sigmas) - 1)
-    grid_step = max(len(sigmas) // PDS_GRID, 1) * table_step
     t = ev.t.double()
 
     def abar(fraction: Tensor) -> Tensor:
         return alpha_bar(*ev.denoiser.coefficients(sigma_at(sigmas, fraction.clamp(min=0))))
 
     abar_t = abar(t)
-    return abar_t, abar(t - grid_step), 1 - abar_t / abar(t - table_step)
+    return abar_t, abar(t - GRID_STEP), 1 - abar_t / abar(t - BETA_STEP)
 
 
 def pds_direction(ev: Evaluation) -> Tensor:

@@ -3,8 +3,10 @@
 For the first steps the whole image, resized to the model's native resolution; after that, random
 patches at native resolution. The view is differentiable, so the latent-space gradient reaches the
 pixels through the (differentiable) VAE encoder the caller supplies. Patches sit on the VAE's 8-pixel
-grid (the one VAE Encode crops to), so a field at the image's latent resolution — a fixed noise, an
-editing reference — is cut at a patch's window exactly.
+grid (the one VAE Encode crops to), so a field at the image's latent resolution — a fixed noise — is cut at a
+patch's window exactly. An editing reference is not such a field: an encoder with spatial context (GroupNorm,
+attention) does not commute with cutting, so the reference is the original image seen as the optimized one is,
+cut or resized in pixels and encoded (``ImageReference``).
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -61,21 +63,34 @@ class PatchSchedule:
     def has_patch_phase(self, h: int, w: int, steps: int) -> bool:
         return steps > self.whole_image_steps and max(h, w) > self.native
 
+    def windows(self, pixels: Tensor, run: Run) -> list[Window]:
+        """Where the latents the loss sees this step lie in their items' latent grids: each whole item, or (drawn from
+        the items' streams) ``patches`` native-size windows per item."""
+        h, w = pixels.shape[-2:]
+        grid, _ = latent_grid(h, w)
+        if run.step < self.whole_image_steps or max(h, w) <= self.native:
+            return [Window(item, 0, 0, grid[0], grid[1], grid) for item in range(len(pixels))]
+        size = min(self.native // LATENT_SCALE, *grid)
+        corners = patch_corners(*grid, size, self.patches, run.generators)
+        return [Window(item, y, x, size, size, grid) for item, cs in enumerate(corners) for y, x in cs]
+
+    def cut(self, pixels: Tensor, windows: list[Window]) -> Tensor:
+        """The images at the windows: whole items resized to the native size, or patches cut on the 8-pixel grid."""
+        h, w = pixels.shape[-2:]
+        if all((v.height, v.width) == tuple(v.grid) for v in windows):
+            items = pixels[[v.item for v in windows]] if len(windows) != len(pixels) else pixels
+            return kornia.geometry.transform.resize(items, fit_size(h, w, self.native), antialias=True)
+        _, (oy, ox) = latent_grid(h, w)
+        crops = []
+        for v in windows:
+            top, left = oy + LATENT_SCALE * v.top, ox + LATENT_SCALE * v.left
+            crops.append(pixels[v.item, :, top:top + LATENT_SCALE * v.height, left:left + LATENT_SCALE * v.width])
+        return torch.stack(crops)
+
     def view(self, pixels: Tensor, run: Run) -> tuple[Tensor, list[Window]]:
         """pixels [B, 3, H, W] → the images the loss sees this step, and where each lies in its item's latent grid."""
-        h, w = pixels.shape[-2:]
-        grid, (oy, ox) = latent_grid(h, w)
-        if run.step < self.whole_image_steps or max(h, w) <= self.native:
-            whole = [Window(item, 0, 0, grid[0], grid[1], grid) for item in range(len(pixels))]
-            return kornia.geometry.transform.resize(pixels, fit_size(h, w, self.native), antialias=True), whole
-        size = min(self.native // LATENT_SCALE, *grid)
-        crops, windows = [], []
-        for item, corners in enumerate(patch_corners(*grid, size, self.patches, run.generators)):
-            for y, x in corners:
-                top, left = oy + LATENT_SCALE * y, ox + LATENT_SCALE * x
-                crops.append(pixels[item, :, top:top + LATENT_SCALE * size, left:left + LATENT_SCALE * size])
-                windows.append(Window(item, y, x, size, size, grid))
-        return torch.stack(crops), windows
+        windows = self.windows(pixels, run)
+        return self.cut(pixels, windows), windows
 
 
 def check_patch_phase(loss, schedule: PatchSchedule, h: int, w: int, steps: int) -> None:
@@ -89,6 +104,25 @@ def check_patch_phase(loss, schedule: PatchSchedule, h: int, w: int, steps: int)
             f" of {steps} steps, image {w}×{h} above native_size {schedule.native}), so it would land on other "
             "content. Set refresh_every to 1, or whole_image_steps to at least steps (no patch phase)."
         )
+
+
+class ImageReference:
+    """An editing reference in pixels, [1 or B, 3, H, W]: at each step the original image cut or resized as the
+    optimized image is, and encoded by the same encoder without gradient, so that an unedited image and its
+    reference give the loss identical latents. The last windows' latents are kept (the whole-image phase
+    encodes once)."""
+
+    def __init__(self, pixels: Tensor, schedule: PatchSchedule, encode: Callable[[Tensor], Tensor]):
+        self.pixels, self.schedule, self.encode = pixels, schedule, encode
+        self.kept: tuple | None = None
+
+    def __call__(self, windows: list[Window], size: tuple[int, int]) -> Tensor:
+        key = (tuple(windows), tuple(size))
+        if self.kept is None or self.kept[0] != key:
+            items = [w._replace(item=w.item if len(self.pixels) > 1 else 0) for w in windows]
+            with torch.no_grad():
+                self.kept = key, self.encode(self.schedule.cut(self.pixels, items)).detach()
+        return self.kept[1]
 
 
 def latent_view(schedule: PatchSchedule, encode: Callable[[Tensor], Tensor]):

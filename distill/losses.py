@@ -1,5 +1,6 @@
 """Score-distillation losses: each is a direction rule plus the one shared evaluation path."""
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, NamedTuple, Protocol
 
 import torch
@@ -122,7 +123,8 @@ class ScoreDistillation:
     replaces the fresh Gaussian ε of each step (DDIM inversion for SDI, a fixed ε for LMC-SDS);
     ``resample`` names branches also evaluated at a latent noised with a fresh ε, in the same batch.
     ``reference`` (model-space latents [R, C, H, W], the image being edited) is noised with the same t and ε
-    and evaluated under the branch "source" at the same cfg, in the same batch (DDS, PDS).
+    and evaluated under the branch "source" at the same cfg, in the same batch (DDS, PDS); a callable reference
+    gives the latents at the step's windows itself (``image.ImageReference``: the original pixels, encoded).
     """
 
     direction: Callable[[Evaluation], Tensor] = sds_direction
@@ -135,7 +137,7 @@ class ScoreDistillation:
     extra: tuple[str, ...] = field(default=())
     noise: NoiseSource | None = None
     resample: tuple[str, ...] = field(default=())
-    reference: Tensor | None = None
+    reference: Tensor | Callable[[list[Window], tuple[int, int]], Tensor] | None = None
 
     def __post_init__(self):
         if not 0 <= self.t_min < self.t_max <= 1:
@@ -165,8 +167,9 @@ class ScoreDistillation:
         requests = [Request(x_noisy, self.cfg, "positive", self.extra)]
         reference = None
         if self.reference is not None:
-            check_frames(self.reference, x)
-            reference = to_device_of(reference_at(self.reference, run.windows_of(x), x.shape[-2:]), x)
+            at = self.reference if callable(self.reference) else partial(reference_at, self.reference)
+            reference = to_device_of(at(run.windows_of(x), x.shape[-2:]), x)
+            check_frames(reference, x)
             reference_noisy = noised(reference, noise, a, b)
             requests.append(Request(reference_noisy, self.cfg, "source"))
         if self.resample:

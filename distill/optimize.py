@@ -1,4 +1,4 @@
-"""The optimization loop: Adam on the latents, driven by a score-distillation gradient."""
+"""The optimization loop: Adam, AdamW or SGD on the latents, driven by a score-distillation gradient."""
 import math
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol
@@ -10,7 +10,16 @@ from .denoiser import Denoiser
 from .losses import raise_if_not_finite, target_loss
 from .run import Run, Window, item_generators
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+THREESTUDIO = {"betas": (0.9, 0.99), "eps": 1e-15}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adam_torch": torch.optim.Adam,
+              "sgd": torch.optim.SGD}
+OPTIONS = {"adam": THREESTUDIO, "adamw": THREESTUDIO}
+"""OPTIMIZERS: name → optimizer; OPTIONS: its settings besides lr, PyTorch's defaults where none. threestudio's Adam
+and AdamW (weight decay 0.01); Adam at PyTorch's betas (0.9, 0.999) and eps 1e-8 (the PDS notebook's AdamW without
+its weight decay); plain SGD on the DDS notebook's objective (``DDS_SCALE``)."""
+DDS_SCALE = 2000.0
+"""The DDS notebook minimises 2000·Σ(z·g)/(H·W) with SGD: a step of lr·2000/(H·W)·g per item (0.049·g at lr 0.1
+on a 64×64 latent)."""
 LR_SCHEDULES = ("constant", "cosine")
 CHECK_EVERY = 10
 """Steps between the host reads of the gradients' finiteness checks (and at the last step): the loop never waits
@@ -23,7 +32,7 @@ class Loss(Protocol):
 
 @dataclass(frozen=True)
 class Settings:
-    """Optimizer settings; betas (0.9, 0.99) and eps 1e-15 follow threestudio's score-distillation runs."""
+    """Optimizer settings; ``OPTIMIZERS`` names the optimizers and their betas and eps."""
 
     steps: int = 500
     lr: float = 0.1
@@ -105,7 +114,7 @@ def optimize(
         x = init.clone().requires_grad_(True)
         weight = None if mask is None else mask.clamp(0, 1).to(x).expand_as(x)
         stats = torch.empty(settings.steps, 2, device=x.device)
-        opt = OPTIMIZERS[settings.optimizer]([x], lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
+        opt = OPTIMIZERS[settings.optimizer]([x], lr=settings.lr, **OPTIONS.get(settings.optimizer, {}))
         for step in range(settings.steps):
             run.step = step
             if settings.lr_schedule == "cosine":
@@ -117,11 +126,12 @@ def optimize(
                 z, windows = view(x, run)
                 loss_run = replace(run, generators=[run.generators[w.item] for w in windows], windows=windows)
             g = loss.gradient(denoiser, z, loss_run)
+            scale = DDS_SCALE * z.shape[0] / (z.shape[-2] * z.shape[-1]) if settings.optimizer == "sgd" else 1.0
             opt.zero_grad(set_to_none=True)
             if view is None:  # the target loss's gradient g / B, without building its graph
-                x.grad = g / x.shape[0]
+                x.grad = g * (scale / x.shape[0])
             else:
-                target_loss(z, g).backward()
+                (scale * target_loss(z, g)).backward()
             if settings.l2_to_init > 0:  # of l2·½‖x − x_start‖²/B
                 x.grad += settings.l2_to_init * (x.detach() - init) / x.shape[0]
             before = x.detach().clone() if weight is not None else None

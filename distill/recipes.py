@@ -24,10 +24,10 @@ def resolve_weighting(weighting: str, noise: NoiseSource | None = None, correcto
     return "sdi" if isinstance(noise, DDIMInversion) else "sds"
 
 
-def sds(cfg: float = 100.0, weighting: str = "auto", t_min: float = 0.02, t_max: float = 0.98,
+def sds(cfg: float = 101.0, weighting: str = "auto", t_min: float = 0.02, t_max: float = 0.98,
         t_schedule: str = "uniform", grad_clip: float = 0.0, noise: NoiseSource | None = None,
         corrector: nn.Module | None = None, fixed_noise: bool = False) -> ScoreDistillation:
-    """SDS (DreamFusion, ω = 100): with a DDIM-inverted ``noise`` it is SDI, with a ``corrector`` LMC-SDS, whose
+    """SDS (DreamFusion's ω = 100, which is cfg 101 in the standard form): with a DDIM-inverted ``noise`` it is SDI, with a ``corrector`` LMC-SDS, whose
     ``fixed_noise`` keeps one ε per item in L_cond for the whole run and a fresh one in L_lmc."""
     if fixed_noise and noise is not None:
         raise ValueError("fixed_noise: it fixes the noise itself, so it cannot be combined with a noise input; "

@@ -55,6 +55,8 @@ IO = {
     "VoxelToMesh": ([("voxel", "VOXEL")], [("MESH", "MESH")]),
     "SaveGLB": ([("mesh", "MESH")], []),
     "SaveAnimatedWEBP": ([("images", "IMAGE")], []),
+    "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                  ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
 }
 # The frontend adds a "control after generate" widget after every INT input named seed or noise_seed
 # unless the input declares control_after_generate=False, as Train LMC Corrector's does; the UI format
@@ -143,12 +145,13 @@ DDS = {"cfg": 7.5} | TIMESTEPS | {"t_min": 0.05, "t_max": 0.95}
 
 WORKFLOWS = {
     "sds_text_to_image": (
-        "SDS text-to-image (DreamFusion). SDS Loss needs a high cfg: 100 in the standard form. t is drawn "
+        "SDS text-to-image (DreamFusion). SDS Loss needs a high cfg: 101 in the standard form, DreamFusion's "
+        "ω = 100 (it writes ε̂_c + ω·(ε̂_c − ε̂_u)). t is drawn "
         "uniformly in [0.02, 0.98] of the model's noise schedule every step. Expect smooth, saturated "
         "results: that is SDS. 500 steps of AdamW at lr 0.1, cosine-decayed. The loss plot shows the "
         "gradient's size per step.",
         prompt_nodes() | {
-            "loss": node("DistillSDSLoss", {"cfg": 100.0} | TIMESTEPS | {"fixed_noise": False},
+            "loss": node("DistillSDSLoss", {"cfg": 101.0} | TIMESTEPS | {"fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0)}),
         } | EMPTY | output_nodes("sds_text_to_image", 500, 0.1)),
     "nfsd_text_to_image": (
@@ -235,16 +238,21 @@ WORKFLOWS = {
     "dds_editing": (
         "DDS editing (Delta Denoising Score) of a loaded image in latent space. The source prompt describes the "
         "image as it is, the target prompt as it should be; each step compares the target's guidance at the edited "
-        "latent with the source's at the original, both noised alike, so what the prompts share stays put. DDS's "
-        "settings: cfg 7.5, t in [0.05, 0.95], weighting auto (= uniform, w = 1); 200 steps of AdamW at lr 0.02.",
-        editing_nodes("DistillDDSLoss", DDS) | output_nodes("dds_editing", 200, 0.02, start="encode")),
+        "latent with the source's at the original, both noised alike, so what the prompts share stays put. The DDS "
+        "notebook's settings: cfg 7.5, t in [0.05, 0.95], weighting auto (= uniform, w = 1); 200 steps of plain SGD "
+        "at lr 0.1 on its loss 2000·Σ(z·g)/(H·W), which leaves alone what the prompts share (Adam would step it).",
+        editing_nodes("DistillDDSLoss", DDS) | output_nodes("dds_editing", 200, 0.1, start="encode", optimizer="sgd",
+                                                            lr_schedule="constant")),
     "pds_editing": (
         "PDS editing (Posterior Distillation Sampling) of a loaded image in latent space: matches the noise a "
         "denoising step would need for the edited latent under the target prompt to the original's under the source "
-        "prompt, which pulls the edit back towards the original. The authors' settings: cfg 100, t in [0.02, 0.98], "
-        "no weighting (auto = uniform), 500 steps of AdamW at a constant lr 0.1.",
-        editing_nodes("DistillPDSLoss", {"cfg": 100.0} | TIMESTEPS)
-        | output_nodes("pds_editing", 500, 0.1, start="encode", lr_schedule="constant")),
+        "prompt, which pulls the edit back towards the original. The authors' 2D notebook: cfg 50, t in [0.02, 0.98], "
+        "no weighting (auto = uniform), 500 steps at a constant lr 0.1 of Adam at PyTorch's betas and eps (adam_torch: "
+        "the notebook's AdamW without its weight decay, which shrinks the latent by 0.1% a step even where nothing "
+        "is to change). The notebook then refines with SDEdit at cfg 15: for that, add a KSampler after Optimize Latent "
+        "(target prompt, cfg 15, ddim, ddim_uniform, 20 steps, denoise 0.15).",
+        editing_nodes("DistillPDSLoss", {"cfg": 50.0} | TIMESTEPS)
+        | output_nodes("pds_editing", 500, 0.1, start="encode", optimizer="adam_torch", lr_schedule="constant")),
     "masked_editing": (
         "Masked editing: only the painted region changes. Paint it on Load Image (right-click, Open in MaskEditor); "
         "Set Latent Noise Mask puts the mask on the latent, which Optimize Latent honours as KSampler does (resized "

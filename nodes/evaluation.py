@@ -25,13 +25,44 @@ PER_LEVEL_KEYS = ("timestep_start", "timestep_end", "control", "hooks")
 """Cond entries ComfyUI applies by the batch's first timestep (ranges, ControlNet, hook keyframes)."""
 
 
-class ComfyDenoiser:
-    """distill.Denoiser over a guider's processed conds (keys: positive, negative, any extra branch)."""
+def same_conditioning(a: list, b: list) -> bool:
+    """Whether two CONDITIONING lists hold the same values: the same link, or e.g. two encodes of one prompt.
+    Anything but tensors and plain values (a ControlNet, hooks) counts as the same only if it is the same object."""
 
-    def __init__(self, guider: comfy.samplers.CFGGuider, model_options: dict):
+    def same(u, v) -> bool:
+        if u is v:
+            return True
+        if isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor):
+            return u.shape == v.shape and u.dtype == v.dtype and u.device == v.device and torch.equal(u, v)
+        if isinstance(u, (list, tuple)) and isinstance(v, (list, tuple)):
+            return type(u) is type(v) and len(u) == len(v) and all(map(same, u, v))
+        if isinstance(u, dict) and isinstance(v, dict):
+            return u.keys() == v.keys() and all(same(u[k], v[k]) for k in u)
+        plain = (str, int, float, bool, type(None))
+        return isinstance(u, plain) and isinstance(v, plain) and type(u) is type(v) and u == v
+
+    return same(a, b)
+
+
+def branch_aliases(conds: dict[str, list]) -> dict[str, str]:
+    """Each branch name → the first name whose conditioning is the same (itself when none is)."""
+    names = [k for k, v in conds.items() if v is not None]
+    return {k: next(j for j in names if j == k or same_conditioning(conds[j], conds[k])) for k in names}
+
+
+class ComfyDenoiser:
+    """distill.Denoiser over a guider's processed conds (keys: positive, negative, any extra branch).
+
+    ``aliases`` maps each branch to the first with the same conditioning: a branch pair at equal latents is
+    evaluated once, so identical branches (DDS/PDS with source = target at the reference) get identical numbers,
+    not two rows of a batch that may round differently.
+    """
+
+    def __init__(self, guider: comfy.samplers.CFGGuider, model_options: dict, aliases: dict[str, str] | None = None):
         self.guider = guider
         self.model_options = model_options
         self.conds = guider.conds
+        self.aliases = aliases or {}
         self.model_sampling = guider.inner_model.model_sampling
         self.sigmas = self.model_sampling.sigmas.detach().float().cpu()
         self.one_t_per_batch = any(entry.get(key) is not None for cond in guider.conds.values() for entry in cond
@@ -48,14 +79,16 @@ class ComfyDenoiser:
         """This denoiser with some branches' processed conds replaced (a camera's conditioning per item, in 3D)."""
         other = copy.copy(self)
         other.conds = self.conds | branches
+        other.aliases = {k: v for k, v in self.aliases.items() if k not in branches and v not in branches}
         return other
 
     def __call__(self, requests: Sequence[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
         model, conds, options = self.guider.inner_model, self.conds, self.model_options
         pairs = [(r, name) for r in requests for name in r.branches()]
-        branches = [conds.get(name) for _, name in pairs]
+        unique, index = self._unique(pairs)
+        branches = [conds.get(name) for _, name in unique]
         x_in = requests[0].x_noisy
-        moved = {i: r.x_noisy for i, (r, _) in enumerate(pairs) if r.x_noisy is not x_in}
+        moved = {i: r.x_noisy for i, (r, _) in enumerate(unique) if r.x_noisy is not x_in}
         if moved:
             options = _with_inputs(options, moved, branches, sigma)
         if "sampler_calc_cond_batch_function" in options:
@@ -63,6 +96,8 @@ class ComfyDenoiser:
             out = options["sampler_calc_cond_batch_function"](args)
         else:
             out = comfy.samplers.calc_cond_batch(model, branches, x_in, sigma, options)
+        out = [out[i] for i in index]
+        branches = [conds.get(name) for _, name in pairs]
         results, start = [], 0
         for r in requests:
             names = r.branches()
@@ -80,6 +115,20 @@ class ComfyDenoiser:
                                                     uncond=mine[1] if guided else None)
             results.append(x0)
         return results
+
+    def _unique(self, pairs: list) -> tuple[list, list[int]]:
+        """The (request, branch) pairs to evaluate, each branch under its alias, and for every pair its index there:
+        a pair whose aliased branch was already asked for at an equal latent is not evaluated again."""
+        unique, index = [], []
+        for r, name in pairs:
+            alias = self.aliases.get(name, name)
+            found = next((i for i, (u, n) in enumerate(unique) if n == alias
+                          and (u.x_noisy is r.x_noisy or torch.equal(u.x_noisy, r.x_noisy))), None)
+            if found is None:
+                found = len(unique)
+                unique.append((r, alias))
+            index.append(found)
+        return unique, index
 
 
 def _with_inputs(options: dict, moved: dict[int, Tensor], branches: list, sigma: Tensor) -> dict:
@@ -115,12 +164,13 @@ def _with_inputs(options: dict, moved: dict[int, Tensor], branches: list, sigma:
 class _RunSampler(comfy.samplers.Sampler):
     """A Sampler whose 'sampling' is an arbitrary function of (denoiser, model-space latent)."""
 
-    def __init__(self, run: Callable[[ComfyDenoiser, Tensor], Tensor]):
+    def __init__(self, run: Callable[[ComfyDenoiser, Tensor], Tensor], aliases: dict[str, str]):
         self.run = run
+        self.aliases = aliases
 
     def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
                disable_pbar=False):
-        return self.run(ComfyDenoiser(model_wrap, extra_args["model_options"]), latent_image)
+        return self.run(ComfyDenoiser(model_wrap, extra_args["model_options"], self.aliases), latent_image)
 
 
 def _loading_together(models: list[ModelPatcher], memory: int):
@@ -167,4 +217,4 @@ def run_with_model(model: ModelPatcher, conds: dict[str, list], latent: Tensor, 
                                                      guider.model_options, is_model_options=True)
     ms = model.get_model_object("model_sampling")
     sigmas = torch.stack([ms.sigma_max, ms.sigma_min]).float().cpu()
-    return guider.sample(torch.zeros_like(latent), latent, _RunSampler(run), sigmas, seed=seed)
+    return guider.sample(torch.zeros_like(latent), latent, _RunSampler(run, branch_aliases(conds)), sigmas, seed=seed)

@@ -1,4 +1,6 @@
 """The "Optimize Image": pixel-space score distillation through the VAE, with LMC-SDS's patch schedule."""
+from dataclasses import replace
+
 import numpy as np
 import torch
 from PIL import Image
@@ -7,8 +9,9 @@ import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 
-from ..distill import Settings, optimize
-from ..distill.image import LATENT_SCALE, PatchSchedule, check_patch_phase, latent_view
+from ..distill import Settings, Window, optimize
+from ..distill.image import LATENT_SCALE, ImageReference, PatchSchedule, check_patch_phase, latent_grid, latent_view
+from ..distill.losses import reference_at
 from ..distill.optimize import check_finite, check_mask
 from .checks import check_image, check_mask_input, check_widgets, latent_rank
 from .evaluation import run_with_model
@@ -76,7 +79,11 @@ class OptimizeImage(io.ComfyNode):
                              tooltip="Random native-size patches per image and step after that (paper: 2)."),
                 io.Int.Input("native_size", default=512, min=64, max=4096, step=8,
                              tooltip="The model's native resolution in pixels: 512 for SD1.x, 1024 for SDXL/SD3/Flux."),
-                io.Image.Input("image", optional=True, tooltip="The start image (start = image)."),
+                io.Image.Input("image", optional=True,
+                               tooltip="The start image (start = image). With DDS or PDS Loss it is also the "
+                                       "reference: the loss compares each view of the result with the same view "
+                                       "of this image (resized or cut, then encoded), so connect the image whose "
+                                       "encoding is the loss's reference."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Where the image may change (1 = edit, 0 = keep, soft values partly), at the "
                                       "image's size: e.g. Load Image's mask painted in the MaskEditor. Outside it "
@@ -99,13 +106,20 @@ class OptimizeImage(io.ComfyNode):
         else:
             pixels = torch.full((1, 3, height, width), 0.5)
         check_finite("image", pixels)
+        core = loss.loss
+        if core.reference is not None:
+            if start != "image":
+                raise ValueError("start: DDS and PDS edit the image input, which is their reference here; set start "
+                                 "to 'image'.")
+            grid = latent_grid(*pixels.shape[-2:])[0]
+            reference_at(core.reference, [Window(i, 0, 0, *grid, grid) for i in range(len(pixels))], grid)
         if mask is not None:
             mask = comfy.utils.reshape_mask(check_mask_input(mask, len(pixels)), pixels.shape).to(pixels)
             check_mask("mask: it", mask)
         settings = Settings(steps=steps, lr=learning_rate, optimizer="adam", lr_schedule="cosine",
                             l2_to_init=l2_to_init, seed=seed, lr_end=min(lr_end, learning_rate), clamp=(0.0, 1.0))
         schedule = PatchSchedule(native_size, whole_image_steps, patches)
-        check_patch_phase(loss.loss, schedule, *pixels.shape[-2:], steps)
+        check_patch_phase(core, schedule, *pixels.shape[-2:], steps)
         pbar = comfy.utils.ProgressBar(steps)
 
         def on_step(step, x):
@@ -121,7 +135,10 @@ class OptimizeImage(io.ComfyNode):
 
         with differentiable_encoder(vae, loss.model) as (vae_patcher, encode):
             def run(denoiser, latent):
-                results.append(optimize(pixels.to(latent.device), loss.loss, denoiser, settings, on_step,
+                distill = core
+                if core.reference is not None:
+                    distill = replace(core, reference=ImageReference(pixels.to(latent.device), schedule, encode))
+                results.append(optimize(pixels.to(latent.device), distill, denoiser, settings, on_step,
                                         view=latent_view(schedule, encode),
                                         mask=None if mask is None else mask.to(latent.device)))
                 return latent

@@ -33,9 +33,15 @@ class OptimizeLatent(io.ComfyNode):
                 io.Int.Input("steps", default=500, min=1, max=10000,
                              tooltip="Optimization steps; each costs one batched model evaluation."),
                 io.Float.Input("learning_rate", default=0.1, min=0.0001, max=10.0, step=0.001,
-                               tooltip="Adam step size in latent units (0.01–0.1 is usual for latents)."),
+                               tooltip="Step size in latent units (Adam: 0.01–0.1 is usual for latents; sgd: the "
+                                       "DDS notebook's 0.1)."),
                 io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="adamw",
-                               tooltip="Adam or AdamW (weight decay 0.01), betas (0.9, 0.99), eps 1e-15."),
+                               tooltip="'adam' or 'adamw' (weight decay 0.01) with threestudio's betas (0.9, 0.99) "
+                                       "and eps 1e-15; 'adam_torch': Adam at PyTorch's defaults, betas (0.9, 0.999), "
+                                       "eps 1e-8 (PDS's notebook, without AdamW's decay); 'sgd': plain SGD on the "
+                                       "DDS notebook's loss 2000·Σ(z·g)/(H·W), a step of lr·2000/(H·W)·g. Adam "
+                                       "steps every element by about lr whatever its gradient's size, so editing "
+                                       "with DDS moves even what both prompts share; sgd leaves it."),
                 io.Combo.Input("lr_schedule", options=list(LR_SCHEDULES), default="cosine",
                                tooltip="'cosine' decays the learning rate to 0 over the run; 'constant' keeps it."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,

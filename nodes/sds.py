@@ -64,9 +64,9 @@ class SDSLoss(io.ComfyNode):
                                                           "prompt, or a negative prompt."),
                 io.Float.Input("cfg", default=SDS["cfg"], min=1.0, max=200.0, step=0.5, round=0.01,
                                tooltip="Guidance scale in the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). SDS needs "
-                                       "it high: DreamFusion's 100 (its code computes ε̂_c + ω·(ε̂_c − ε̂_u), so "
-                                       "threestudio's 100 is 101 here). SDI: 8.5 (its 7.5); LMC-SDS: 8 synthesis, "
-                                       "15 editing. At 1 the negative branch is skipped." + GUIDANCE_DISTILLED),
+                                       "it high: the default 101 is DreamFusion's ω = 100 (the paper writes "
+                                       "ε̂_c + ω·(ε̂_c − ε̂_u), cfg = ω + 1). SDI: 8.5 (its 7.5); LMC-SDS: 8 "
+                                       "synthesis, 15 editing. At 1 the negative branch is skipped." + GUIDANCE_DISTILLED),
                 *timestep_inputs(SDS),
                 DistillNoiseType.Input("noise", optional=True,
                                        tooltip="Where each step's noise comes from; leave empty for fresh random "

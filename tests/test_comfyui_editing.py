@@ -1,4 +1,6 @@
 """DDS Loss, PDS Loss and masks inside a real ComfyUI, on tiny random EPS / v-prediction / flow models."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -61,7 +63,8 @@ def test_one_forward_per_step_holds_target_and_source_at_both_latents(name, kind
     model, batches = counting(tiny_model(kind))
     reference = source_latent()
     out, _ = optimize_latent(editing_loss(name, model, reference, cfg=cfg), {"samples": reference.clone()}, steps=3)
-    assert batches == [per_item * SHAPE[0]] * 3
+    shared = SHAPE[0] if cfg != 1 else 0  # at step 0 the latent is the reference: its negative rows are evaluated once
+    assert batches == [per_item * SHAPE[0] - shared] + [per_item * SHAPE[0]] * 2
     assert torch.isfinite(out["samples"]).all() and not torch.equal(out["samples"], reference)
 
 
@@ -72,23 +75,44 @@ def painted(h, w, batch=1):
     return mask
 
 
+class Watched:
+    """A loss that records the latent it is given at every step (model space), then computes the wrapped one."""
+
+    def __init__(self, loss):
+        self.loss, self.seen = loss, []
+
+    def gradient(self, denoiser, x, run):
+        self.seen.append(x.clone())
+        return self.loss.gradient(denoiser, x, run)
+
+
+def watched(loss):
+    spy = Watched(loss.loss)
+    return dataclasses.replace(loss, loss=spy), spy.seen
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_noise_mask_edits_only_its_region_and_stays_on_the_latent(kind):
     import nodes
 
     reference = source_latent()
     latent = nodes.SetLatentNoiseMask().set_mask({"samples": reference.clone()}, painted(128, 128))[0]
-    out, _ = optimize_latent(editing_loss("dds", tiny_model(kind), reference), latent, steps=4)
+    loss, seen = watched(editing_loss("dds", tiny_model(kind), reference))
+    out, _ = optimize_latent(loss, latent, steps=4)
     assert torch.equal(out["samples"][..., :8], reference[..., :8])  # bit for bit, through process_in/out
     assert (out["samples"][..., 9:] != reference[..., 9:]).all()  # bilinear resize: one soft column at the edge
     assert out["noise_mask"] is latent["noise_mask"]
+    # every step edits the region against the rest as it is, not against a rest that drifts and is put back after
+    assert len(seen) == 4 and all(torch.equal(x[..., :8], seen[0][..., :8]) for x in seen)
 
 
 def test_noise_mask_with_sds_and_adamw_keeps_the_unmasked_region():
     reference = source_latent()
     latent = {"samples": reference.clone(), "noise_mask": painted(128, 128).reshape(1, 1, 128, 128)}
-    out, _ = optimize_latent(sds_loss(tiny_model("eps")), latent, steps=3, l2_to_init=1.0)
+    loss, seen = watched(sds_loss(tiny_model("eps")))
+    out, _ = optimize_latent(loss, latent, steps=3, l2_to_init=1.0)
     assert torch.equal(out["samples"][..., :8], reference[..., :8])
+    assert len(seen) == 3 and all(torch.equal(x[..., :8], seen[0][..., :8]) for x in seen)  # AdamW's decay too
 
 
 def test_an_all_zero_noise_mask_is_refused_naming_it():
@@ -114,7 +138,7 @@ def test_pixel_space_editing_with_a_mask_through_both_phases(name):
     image = torch.rand((1, 96, 128, 3), generator=torch.Generator().manual_seed(7))
     loss = editing_loss(name, model, vae.encode(image))
     out, _ = optimize_image(loss, image, vae, mask=painted(96, 128))
-    assert batches == [4, 8, 8]  # whole image, then 2 patches; target and source with their negatives
+    assert batches == [3, 8, 8]  # whole image (its negative at the unedited image once), then 2 patches, 4 rows each
     assert torch.equal(out[:, :, :64], image[:, :, :64])
     assert (out[:, :, 64:] - image[:, :, 64:]).abs().max() > 1e-3
 

@@ -3,9 +3,12 @@ import pytest
 import torch
 
 from analytic import GaussianDenoiser, fourier_filter, sd3_sigmas
-from distill import Run, ScoreDistillation, Settings, item_generators, optimize
+from torch import Tensor
+
+from distill import Evaluation, Run, ScoreDistillation, Settings, item_generators, optimize
+from distill.editing import pds_direction
 from distill.recipes import dds, pds
-from distill.schedule import sigma_at
+from distill.schedule import flow_coefficients, sigma_at
 from rng import copies, replay_draws
 
 SHAPE = (4, 16, 16)
@@ -111,6 +114,39 @@ def test_pds_on_a_flow_model_equals_pds_on_its_ve_twin():
     g_twin = loss.gradient(twin, z, Run(item_generators(5, 3)))
     assert g_flow.abs().max() > 0
     assert torch.allclose(g_flow, g_twin, rtol=1e-3, atol=1e-3 * g_twin.abs().max())
+
+
+class Curve:
+    """A model whose σ table samples one flow curve σ = 3s/(1 + 2s), s = 0.001 + 0.999·t, of the schedule fraction
+    t at ``levels`` points (Flux's ModelSamplingFlux has 10,000, SD3's 1000), for pds_direction's levels only."""
+
+    def __init__(self, levels: int):
+        s = torch.linspace(0.001, 1, levels, dtype=torch.float64)
+        self.sigmas = (3 * s / (1 + 2 * s)).float()
+
+    def coefficients(self, sigma):
+        return flow_coefficients(sigma)
+
+
+def pds_terms(levels: int, t: Tensor) -> tuple[Tensor, Tensor]:
+    """PDS's pull on x − x_ref and its gain on x̂0 − x̂0_ref at schedule fractions t, read off pds_direction."""
+    ones, zeros = torch.ones(len(t), 1), torch.zeros(len(t), 1)
+
+    def step(dx, dx0):
+        ev = Evaluation(x=dx, noise=zeros, t=t, w=torch.ones(len(t), 1), cfg=1.0, x0={"cfg": -dx0,
+                        "cfg@reference": zeros}, eps={}, reference=zeros, denoiser=Curve(levels))
+        return pds_direction(ev).flatten()
+
+    return step(ones, zeros), step(zeros, ones)
+
+
+def test_pds_step_is_the_same_at_1000_and_10000_levels_of_one_sigma_curve():
+    """β_t and t − 1 are fixed fractions of the schedule; as table steps, at 10,000 levels the pull was 2.2–3.1×
+    and the gain 0.32× what the same curve gives at 1000 (issue 21)."""
+    t = torch.tensor([0.05, 0.2, 0.5, 0.8, 0.95], dtype=torch.float64)
+    (pull, gain), (pull_flux, gain_flux) = pds_terms(1000, t), pds_terms(10000, t)
+    assert (gain > 0).all() and (pull.abs() > 0).all()
+    assert torch.allclose(pull_flux, pull, rtol=1e-4) and torch.allclose(gain_flux, gain, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", LOSSES)

@@ -1,5 +1,5 @@
-"""The pixel-space view: the paper's schedule of whole image, then random patches on the VAE's 8-pixel grid, and
-what a loss keeps per image position (fixed noise, the editing reference) following the patches."""
+"""The pixel-space view: the paper's schedule of whole image, then random patches on the VAE's 8-pixel grid, what a
+loss keeps per image position (fixed noise) following the patches, and the editing reference seen as the image is."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +8,7 @@ from kornia.geometry.transform import resize
 
 from analytic import GaussianDenoiser, sd15_sigmas
 from distill import DDIMInversion, Run, ScoreDistillation, Settings, Window, fixed_noise, item_generators, optimize
-from distill.image import PatchSchedule, check_patch_phase, fit_size, latent_view, patch_corners
+from distill.image import ImageReference, PatchSchedule, check_patch_phase, fit_size, latent_view, patch_corners
 from distill.schedule import ve_coefficients
 
 
@@ -78,10 +78,10 @@ class Flat:
         return [{name: torch.zeros_like(r.x_noisy) for name in [*r.branches(), "cfg"]} for r in requests]
 
 
-def seen_by_the_loss(pixels, steps, **loss):
+def seen_by_the_loss(pixels, steps, encode=pooled, **loss):
     """Per step: the windows of the latents the loss saw, and the Evaluation it was given."""
     windows_seen, evaluations = [], []
-    view = latent_view(PatchSchedule(native=64, whole_image_steps=2, patches=2), pooled)
+    view = latent_view(PatchSchedule(native=64, whole_image_steps=2, patches=2), encode)
 
     def watched(p, run):
         z, windows = view(p, run)
@@ -92,8 +92,8 @@ def seen_by_the_loss(pixels, steps, **loss):
         evaluations.append(ev)
         return torch.zeros_like(ev.x)
 
-    optimize(pixels, ScoreDistillation(direction=record, cfg=1.0, **loss), Flat(), Settings(steps=steps, lr=1e-3),
-             view=watched)
+    optimize(pixels, ScoreDistillation(direction=record, cfg=1.0, **loss), Flat(),
+             Settings(steps=steps, lr=1e-3, optimizer="adam"), view=watched)
     return list(zip(windows_seen, evaluations))
 
 
@@ -114,16 +114,33 @@ def test_fixed_noise_is_the_same_at_the_same_image_position_across_steps_and_dif
     assert len({tuple(v[0].tolist()) for v in cells.values()}) == len(cells)  # every place of every item its own ε
 
 
-def test_reference_crop_equals_the_encoded_reference_at_that_place():
+def contextual(images):
+    """A stand-in encoder with spatial context, as GroupNorm and attention give the SD VAE: 8×8 means plus each
+    image's own mean, so that encoding a cut is not cutting the encoding."""
+    return pooled(images) + images.mean((1, 2, 3)).view(-1, 1, 1, 1)
+
+
+def test_reference_is_the_original_image_seen_as_the_optimized_one_is():
     pixels = torch.rand(1, 3, 160, 128, generator=torch.Generator().manual_seed(0))
-    source = torch.rand(1, 3, 160, 128, generator=torch.Generator().manual_seed(1))
-    seen = seen_by_the_loss(pixels, 4, reference=pooled(source))
-    for _, ev in seen[:2]:  # the whole image at native size: the reference resized as the image is
-        assert torch.allclose(ev.reference, resize(pooled(source), (8, 6), antialias=True))
-    for windows, ev in seen[2:]:
+    ramp = torch.linspace(0, 1, 160).view(1, 1, 160, 1)  # patches of another mean than the whole image
+    source = 0.2 * torch.rand(1, 3, 160, 128, generator=torch.Generator().manual_seed(1)) + 0.8 * ramp
+    schedule = PatchSchedule(native=64, whole_image_steps=2, patches=2)
+    seen = seen_by_the_loss(pixels, 4, contextual, reference=ImageReference(source, schedule, contextual))
+    resized = resize(source, (64, 48), antialias=True)
+    for _, ev in seen[:2]:  # the whole image at native size: the original resized in pixels, then encoded
+        assert torch.equal(ev.reference, contextual(resized))
+    for windows, ev in seen[2:]:  # the step's patches cut from the original in pixels, encoded as one batch
+        patches = torch.cat([source[:, :, 8 * w.top:8 * w.top + 64, 8 * w.left:8 * w.left + 64] for w in windows])
+        assert torch.equal(ev.reference, contextual(patches))
         for w, crop in zip(windows, ev.reference):
-            top, left = 8 * w.top, 8 * w.left
-            assert torch.equal(crop, pooled(source[:, :, top:top + 64, left:left + 64])[0])
+            assert not torch.allclose(crop, w.crop(contextual(source)[0], (8, 8)), atol=1e-3)
+
+
+def test_an_unedited_image_gives_its_reference_bit_for_bit_in_both_phases():
+    pixels = torch.rand(1, 3, 160, 128, generator=torch.Generator().manual_seed(0))
+    schedule = PatchSchedule(native=64, whole_image_steps=2, patches=2)
+    seen = seen_by_the_loss(pixels, 4, contextual, reference=ImageReference(pixels.clone(), schedule, contextual))
+    assert all(torch.equal(ev.x, ev.reference) for _, ev in seen)
 
 
 def test_sdi_reuse_with_a_patch_phase_is_refused_naming_the_inputs():

@@ -86,7 +86,7 @@ def test_non_finite_latent_is_refused():
 
 
 @pytest.mark.parametrize("kwargs,name", [({"steps": 0}, "steps"), ({"lr": 0.0}, "learning rate"),
-                                         ({"optimizer": "sgd"}, "optimizer"), ({"l2_to_init": -1.0}, "l2_to_init")])
+                                         ({"optimizer": "lbfgs"}, "optimizer"), ({"l2_to_init": -1.0}, "l2_to_init")])
 def test_bad_settings_name_the_input(kwargs, name):
     with pytest.raises(ValueError, match=name):
         Settings(**kwargs)
