@@ -13,13 +13,14 @@ from .optimize_latent import OptimizeLatent
 from .pds import PDSLoss
 from .sds import SDSLoss
 from .train_corrector import TrainLMCCorrector
+from .variants import ASDLoss, CSDLoss, ISMLoss, SDSBridgeLoss
 
 
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SDSLoss, NFSDGuidance, DDSLoss, PDSLoss, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector,
-                OptimizeLatent, OptimizeImage]
+        return [SDSLoss, NFSDGuidance, CSDLoss, ISMLoss, SDSBridgeLoss, ASDLoss, DDSLoss, PDSLoss, DDIMInvertNoise,
+                LMCCorrector, TrainLMCCorrector, OptimizeLatent, OptimizeImage]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:
