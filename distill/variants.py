@@ -60,7 +60,8 @@ class ISMInversion:
     """ISM's noise: x noised with ε to the first grid level, walked up by unconditional DDIM to s = t − delta in
     steps of ``interval`` (``ism_grid``), then one DDIM step s → t. Returns κ with a·x + b·κ = x_t at t, and the
     unconditional ε̂ at x_s that the direction subtracts ("negative@s"). delta 0.08 and interval 0.2 are the
-    reference code's δ = 80 and 200 timesteps of 1000, taken as that many steps of the model's table; about ⌈s/interval⌉ + 1 model calls before the forward."""
+    reference code's δ = 80 and 200 timesteps of 1000, taken as that many steps of the model's table; about
+    ⌈s/interval⌉ + 1 model calls before the forward."""
 
     delta: float = 0.08
     interval: float = 0.2

@@ -56,8 +56,7 @@ def csd_node(kind: str, timesteps: dict):
                     **timesteps).args[0]
 
 
-@pytest.mark.parametrize("kind", ["eps", "v"])
-@pytest.mark.parametrize("step", [0, 2500, 6000])
+@pytest.mark.parametrize("kind,step", [("eps", 0), ("eps", 2500), ("v", 2500), ("v", 6000)])
 def test_csd_gradient_matches_csd_if_config(kind, step):
     """A run of 10 001 steps at step k is csd-if's global step k: the empty prompt gives way to the negative one over
     steps 0…5000 (ramp 0.5), w = 1. Error tried: the ramp read as a switch at step 5000 (ε̂_neg from the start)."""
@@ -75,8 +74,7 @@ def ism_node(kind: str, k: int):
                     delta_t=0.08, inversion_interval=0.2, weighting="auto", **at_timestep(k)).args[0]
 
 
-@pytest.mark.parametrize("kind", ["eps", "v"])
-@pytest.mark.parametrize("k", [60, 500, 980])
+@pytest.mark.parametrize("kind,k", [("eps", 60), ("eps", 500), ("v", 500), ("eps", 980)])
 def test_ism_gradient_matches_lucid_dreamer(kind, k):
     """Timestep k is LucidDreamer's index k − 1: at 500 the walk 1 → 201 → 401 → 420, then 420 → 500; at 60 it has
     no step (s = 1, its first level); at 980 four. Error tried: the walk from the clean latent (SDI's start) instead
@@ -95,8 +93,7 @@ def bridge_node(kind: str, timesteps: dict):
                     **timesteps).args[0]
 
 
-@pytest.mark.parametrize("kind", ["eps", "v"])
-@pytest.mark.parametrize("step", [499, 500])
+@pytest.mark.parametrize("kind,step", [("eps", 499), ("eps", 500), ("v", 500)])
 def test_sds_bridge_gradient_matches_its_2d_code(kind, step):
     """A run of 1000 steps: step 499 is sds_loss at cfg 40, step 500 bridge_stage_two. Error tried: threestudio's CFG
     form ε̂_c + s·(ε̂_c − ε̂_u) in the first stage (cfg 41 here)."""
@@ -115,8 +112,7 @@ def asd_node(kind: str, k: int):
                     shift=0.1, weighting="auto", **at_timestep(k)).args[0]
 
 
-@pytest.mark.parametrize("kind", ["eps", "v"])
-@pytest.mark.parametrize("k", [500, 960])
+@pytest.mark.parametrize("kind,k", [("eps", 500), ("v", 960)])
 def test_asd_gradient_matches_scale_dreamer(kind, k):
     """t_min 0 (min_step 0): t⁺ = 550 for 500, and 999 (clamped to the top) for 960; the second prediction in the
     same batched forward at its own level. Error tried: CFG on the second prediction too."""
