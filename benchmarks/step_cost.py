@@ -114,8 +114,12 @@ def forwards_per_step(model, loss, latent, steps: int) -> tuple[float, float]:
     """(network calls, latent evaluations) per step of Optimize Latent with the loss, counted at the UNet: a call is
     one batched forward, an evaluation one branch at one latent (a call's batch over the latent's)."""
     calls, rows = [], []
-    hook = model.model.diffusion_model.register_forward_pre_hook(
-        lambda module, args: (calls.append(1), rows.append(len(args[0]) / len(latent))))
+
+    def count(module, args):
+        calls.append(1)
+        rows.append(len(args[0]) / len(latent))
+
+    hook = model.model.diffusion_model.register_forward_pre_hook(count)
     try:
         optimize_run(loss, latent, steps)
     finally:
