@@ -30,7 +30,7 @@ from distill import (DDIMInversion, Run, ScoreDistillation, Settings, ddim_sampl
                      optimize, predict, recipes)
 from distill.corrector import collect_triplets, fit_spectral  # noqa: E402
 from distill.mixture import MixtureDenoiser, shapes_prior  # noqa: E402
-from distill.quality import Scores, distance_to_source, scores  # noqa: E402
+from distill.quality import Scores, distance_to_source, neighbour_scale, scores  # noqa: E402
 from distill.schedule import sigma_at  # noqa: E402
 from distill.shapes import CLASSES, make_shapes  # noqa: E402
 
@@ -62,6 +62,49 @@ def methods(corrector) -> dict[str, ScoreDistillation]:
 
 
 SETTINGS = Settings(steps=500, lr=0.1, optimizer="adamw", lr_schedule="cosine")  # Optimize Latent's
+
+
+def variant_methods() -> dict[str, ScoreDistillation]:
+    """CSD, ISM, SDS-Bridge and ASD at their nodes' defaults (their authors'), and SDS at SDS-Bridge's cfg 40."""
+    return {
+        "CSD": recipes.csd(),
+        "ISM": recipes.ism(),
+        "SDS cfg 40": recipes.sds(cfg=40.0),
+        "SDS-Bridge": recipes.sds_bridge(),
+        "ASD": recipes.asd(),
+    }
+
+
+def variants_prior(prompt: str) -> MixtureDenoiser:
+    """The shapes prior with the variants' prompts: "csd_negative" = NFSD's blurred images (CSD's "low quality,
+    noisy"), "bridge_target" = the class (the prompt + "detailed, sharp"), "bridge_source" = the class blurred by a
+    pixel with its contrast doubled (the prompt + "oversaturated, smooth, blurry")."""
+    blurred = TRAIN.blurred(1.0)
+    return MixtureDenoiser({"positive": TRAIN.of(prompt), "negative": TRAIN.images, "nfsd_negative": blurred.images,
+                            "csd_negative": blurred.images, "bridge_target": TRAIN.of(prompt),
+                            "bridge_source": 2 * blurred.of(prompt)}, WIDTH)
+
+
+def same_seed_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The mean distance between two methods' results of the same class and seed, in the class's neighbour units."""
+    d = [(a[c] - b[c]).flatten(1).double().norm(dim=1).mean().item() / neighbour_scale(TRAIN.of(c)) for c in CLASSES]
+    return sum(d) / len(d)
+
+
+def claims(results: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Each variant's headline claim as a measured property of the runs above (random start)."""
+    s = {name: class_scores(results[f"{name}, random"]) for name in ("SDS cfg 7.5", "SDS cfg 40", "CSD", "NFSD", "ISM",
+                                                                     "SDS-Bridge", "ASD")}
+    near = {name: same_seed_distance(results[f"{name}, random"], results["NFSD, random"])
+            for name in ("CSD", "SDS cfg 7.5")}
+    print("\nheadline claims, random start (scores as in the table)")
+    print(f"  CSD vs NFSD: same-seed distance CSD–NFSD {near['CSD']:.2f}, SDS cfg 7.5–NFSD {near['SDS cfg 7.5']:.2f} "
+          "(neighbour units)")
+    for name, base in (("CSD", "NFSD"), ("ISM", "SDS cfg 7.5"), ("SDS-Bridge", "SDS cfg 40"), ("ASD", "SDS cfg 7.5")):
+        a, b = s[name], s[base]
+        print(f"  {name} vs {base}: high-band power {a.band_power[2]:.2f} vs {b.band_power[2]:.2f}, fidelity "
+              f"{a.fidelity:.2f} vs {b.fidelity:.2f}, max|x| {a.max_abs:.2f} vs {b.max_abs:.2f}, std {a.std:.2f} vs "
+              f"{b.std:.2f}, diversity {a.diversity:.2f} vs {b.diversity:.2f}")
 
 
 EDIT_TARGET = {c: CLASSES[(i + 1) % len(CLASSES)] for i, c in enumerate(CLASSES)}
@@ -297,6 +340,13 @@ def main():
             out = run(loss, kind, args.seeds, settings)
             print(row(name, kind, class_scores(out), time.process_time() - t0))
             results[f"{name}, {kind}"] = out
+    for name, loss in variant_methods().items():
+        for kind in ("random", "zero"):
+            t0 = time.process_time()
+            out = run(loss, kind, args.seeds, settings, variants_prior)
+            print(row(name, kind, class_scores(out), time.process_time() - t0))
+            results[f"{name}, {kind}"] = out
+    claims(results)
 
     print("\nediting: images of each class toward the next (source prompt = their class, target = the next), images the"
           "\nprior holds (as a model reconstructs a photo) and held-out ones (which it snaps to another image of the class);"

@@ -2,7 +2,9 @@
 
 Rows: SDS step / bare cond+uncond forward (time and peak memory); NFSD step / bare 3-branch forward
 and NFSD / SDS; SDI (DDIM-Invert Noise, t annealed 0.98 → 0.2) / SDS at refresh_every 1 and 10;
-LMC-SDS / SDS with a U-Net and with a spectral corrector (random weights: the cost is the same); and the pack's SDS
+LMC-SDS / SDS with a U-Net and with a spectral corrector (random weights: the cost is the same); CSD, ISM, SDS-Bridge
+and ASD / SDS at their defaults, with the network calls and branch evaluations of a step counted at the UNet (ISM's
+inversion calls included; over a run of 2·steps, so both stages of CSD and SDS-Bridge count); and the pack's SDS
 step through ComfyUI / a threestudio-style SDS step written directly on diffusers with the same weights (the
 acceptance bound is 1.05). The model is SD1.5-shaped (4 levels, channel_mult 1-2-4-4, 2 res blocks, attention on
 the first three levels, context 768) but narrow enough for a CPU; ComfyUI is told to use PyTorch's attention (its
@@ -105,6 +107,35 @@ def lmc_loss(model, pos, neg, kind):
     corrector = correctors.LoadedCorrector(kind, module, correctors.what_it_models(model))
     return harness.run_node("DistillSDSLoss", model=model, positive=pos, negative=neg, cfg=8.0, corrector=corrector,
                             **COMMON).args[0]
+
+
+def variant_losses(model, pos, neg, extra) -> dict:
+    """CSD, ISM, SDS-Bridge and ASD at their nodes' defaults (t ranges included: ISM's t ≤ 0.5)."""
+    nodes = {"csd": ("DistillCSDLoss", dict(csd_negative=extra, scale=1.0, ramp=0.5, late_t_max=0.5)),
+             "ism": ("DistillISMLoss", dict(cfg=7.5, delta_t=0.08, inversion_interval=0.2, t_max=0.5)),
+             "sds-bridge": ("DistillSDSBridgeLoss", dict(bridge_target=pos, bridge_source=extra, cfg=40.0,
+                                                        stage_two=0.5)),
+             "asd": ("DistillASDLoss", dict(cfg=7.5, shift=0.1))}
+    return {name: harness.run_node(node, model=model, positive=pos, negative=neg,
+                                   **(COMMON | {"weighting": "auto"} | inputs)).args[0]
+            for name, (node, inputs) in nodes.items()}
+
+
+def forwards_per_step(model, loss, latent, steps: int) -> tuple[float, float]:
+    """(network calls, latent evaluations) per step of Optimize Latent with the loss, counted at the UNet: a call is
+    one batched forward, an evaluation one branch at one latent (a call's batch over the latent's)."""
+    calls, rows = [], []
+
+    def count(module, args):
+        calls.append(1)
+        rows.append(len(args[0]) / len(latent))
+
+    hook = model.model.diffusion_model.register_forward_pre_hook(count)
+    try:
+        optimize_run(loss, latent, steps)
+    finally:
+        hook.remove()
+    return len(calls) / steps, sum(rows) / steps
 
 
 def diffusers_sds_run(unet, conds, latent, steps: int, guidance_scale: float = 99.0) -> list[float]:
@@ -270,6 +301,8 @@ def main():
     losses = {"sds": sds_loss(model, pos, neg), "nfsd": nfsd_loss(model, pos, neg, nfsd_neg),
               "sdi refresh 1": sdi_loss(model, pos, neg, 1), "sdi refresh 10": sdi_loss(model, pos, neg, 10),
               "lmc unet": lmc_loss(model, pos, neg, "unet"), "lmc spectral": lmc_loss(model, pos, neg, "spectral")}
+    variants = variant_losses(model, pos, neg, nfsd_neg)
+    losses |= variants
     bare = {"2-branch": [pos, neg], "3-branch": [pos, neg, nfsd_neg]}
     unet = diffusers_unet(model).to(model.load_device)
     for _ in range(3):
@@ -303,6 +336,10 @@ def main():
         print(f"time   SDI step (refresh_every {k}) / SDS step: {t[f'sdi refresh {k}'] / t['sds']:.3f}")
     for kind in ("unet", "spectral"):
         print(f"time   LMC-SDS step ({kind} corrector) / SDS step: {t[f'lmc {kind}'] / t['sds']:.3f}")
+    counted = {k: forwards_per_step(model, losses[k], latent, 2 * args.steps) for k in ("sds", *variants)}
+    for k, (calls, rows) in counted.items():
+        print(f"forwards {k}: {calls:.2f} calls, {rows:.2f} branch evaluations per step" +
+              ("" if k == "sds" else f"; time {k} step / SDS step: {t[k] / t['sds']:.3f}"))
     ms = {side: statistics.median(v) * 1e3 for side, v in side_by_side.items()}
     print(f"time   SDS step via ComfyUI / threestudio-style SDS step on diffusers, same weights: median "
           f"{statistics.median(pairs):.3f} of {len(pairs)} pairs (range {min(pairs):.3f}–{max(pairs):.3f}; "

@@ -8,13 +8,15 @@ class Request(NamedTuple):
     """The branches to predict at one noisy latent [B, ...].
 
     ``positive`` names the conditioning branch guided against "negative" (the unconditional one); "negative"
-    is predicted unless cfg == 1 and it is not in ``extra``; every name in ``extra`` is predicted too.
+    is predicted unless cfg == 1 and it is not in ``extra``; every name in ``extra`` is predicted too. ``sigma``
+    [B]: this latent's own noise levels, where they differ from the call's (ASD's second level).
     """
 
     x_noisy: Tensor
     cfg: float = 1.0
     positive: str = "positive"
     extra: tuple[str, ...] = ()
+    sigma: Tensor | None = None
 
     def branches(self) -> list[str]:
         """The branches this request predicts, its positive first."""
@@ -36,12 +38,13 @@ class Denoiser(Protocol):
         """(a, b) per item [B] with x_σ = a·x + b·ε for this model's parameterization."""
 
     def __call__(self, requests: Sequence[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
-        """x0-predictions for every request at per-item σ [B] (the same for all requests), in ONE batched
-        evaluation. Per request: each of its branches under its name, and "cfg", the guided prediction
+        """x0-predictions for every request at per-item σ [B] (a request's own ``sigma`` where it has one), in ONE
+        batched evaluation. Per request: each of its branches under its name, and "cfg", the guided prediction
         negative + cfg·(positive − negative) with whatever CFG patches the host applies (the positive
         prediction itself when "negative" is not predicted)."""
 
 
-def predict(denoiser: Denoiser, x_noisy: Tensor, sigma: Tensor, cfg: float, extra: Sequence[str] = ()) -> dict[str, Tensor]:
-    """The common case of one latent: "positive", "negative" (unless cfg == 1), every extra branch and "cfg"."""
-    return denoiser([Request(x_noisy, cfg, "positive", tuple(extra))], sigma)[0]
+def predict(denoiser: Denoiser, x_noisy: Tensor, sigma: Tensor, cfg: float, extra: Sequence[str] = (),
+            positive: str = "positive") -> dict[str, Tensor]:
+    """The common case of one latent: ``positive``, "negative" (unless cfg == 1), every extra branch and "cfg"."""
+    return denoiser([Request(x_noisy, cfg, positive, tuple(extra))], sigma)[0]

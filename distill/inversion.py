@@ -45,13 +45,13 @@ def inversion_grid(t: float, t_end: float, steps: int, levels: int = 1000) -> li
 
 
 def ddim_invert(denoiser: Denoiser, x: Tensor, grids: list[list[float]], cfg: float, eta: float = 0.0,
-                generators: list[torch.Generator] | None = None) -> Tensor:
+                generators: list[torch.Generator] | None = None, positive: str = "positive") -> Tensor:
     """The latents x [B, ...] walked by DDIM up each item's grid of schedule fractions, starting from x as
     the DDPM-scale sample of the grid's first level.
 
     Items with fewer grid points leave the batch when they arrive, so one call evaluates every item still
     walking. eta > 0 adds, at every step, η times the DDPM posterior noise between the two levels (the
-    reference code's placement).
+    reference code's placement). ``positive`` is the guided branch; "negative" with cfg 1 walks unconditionally (ISM).
     """
     sigmas = denoiser.sigmas
     start = to_device_of(sigma_at(sigmas, torch.tensor([g[0] for g in grids])), x)
@@ -66,7 +66,7 @@ def ddim_invert(denoiser: Denoiser, x: Tensor, grids: list[list[float]], cfg: fl
         a, b = (per_item(c, xs) for c in denoiser.coefficients(s_from))
         a_to, b_to = (per_item(c, xs) for c in denoiser.coefficients(s_to))
         with torch.inference_mode():
-            x0 = predict(denoiser, xs, s_from, cfg)["cfg"]
+            x0 = predict(denoiser, xs, s_from, cfg, positive=positive)["cfg"]
         x0 = x0.clone().to(x)
         nxt = ddim_step(x0, eps_from_x0(xs, x0, a, b), a_to, b_to)
         if eta > 0:

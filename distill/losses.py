@@ -23,8 +23,10 @@ WEIGHTINGS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 class NoiseSource(Protocol):
-    def __call__(self, denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float, run: Run) -> Tensor:
-        """The noise [B, ...] of this step for clean latents x at schedule fractions t [B]."""
+    def __call__(self, denoiser: Denoiser, x: Tensor, t: Tensor, cfg: float,
+                 run: Run) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """The noise [B, ...] of this step for clean latents x at schedule fractions t [B]; optionally with the
+        ε-predictions it made on the way, by name, which the direction then finds in Evaluation.eps (ISM's)."""
 
 
 class Evaluation(NamedTuple):
@@ -32,8 +34,10 @@ class Evaluation(NamedTuple):
 
     x0 and eps hold one entry per evaluated branch and "cfg" (the guided prediction); a branch that
     the loss re-evaluates at a freshly noised latent appears in x0 as "<branch>@fresh"; the predictions at
-    the reference latent (same t and ε) appear in x0 and eps as "<branch>@reference" and "cfg@reference".
-    denoiser gives the model's noise levels to directions that need more than t's.
+    the reference latent (same t and ε) appear in x0 and eps as "<branch>@reference" and "cfg@reference"; the
+    positive prediction at the shifted level (same ε, ASD) in x0 and eps as "positive@shifted".
+    denoiser gives the model's noise levels to directions that need more than t's; progress is the run's
+    step / (steps − 1).
     """
 
     x: Tensor
@@ -45,6 +49,7 @@ class Evaluation(NamedTuple):
     eps: dict[str, Tensor]
     reference: Tensor | None = None
     denoiser: Denoiser | None = None
+    progress: float = 0.0
 
 
 def sds_direction(ev: Evaluation) -> Tensor:
@@ -119,12 +124,15 @@ class ScoreDistillation:
     """A score-distillation loss: timesteps, noising, one model evaluation, a direction, w(t).
 
     ``direction`` maps an Evaluation to the gradient; ``extra`` names the conditioning branches it
-    needs besides positive/negative. cfg is the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). ``noise``
+    needs besides ``positive`` (the guided branch, "positive" unless a stage compares two others) and "negative".
+    cfg is the standard form ε̂_u + cfg·(ε̂_c − ε̂_u). ``noise``
     replaces the fresh Gaussian ε of each step (DDIM inversion for SDI, a fixed ε for LMC-SDS);
     ``resample`` names branches also evaluated at a latent noised with a fresh ε, in the same batch.
     ``reference`` (model-space latents [R, C, H, W], the image being edited) is noised with the same t and ε
     and evaluated under the branch "source" at the same cfg, in the same batch (DDS, PDS); a callable reference
     gives the latents at the step's windows itself (``image.ImageReference``: the original pixels, encoded).
+    ``shift`` > 0 also evaluates "positive" at the same ε one level higher, t + shift·(t − t_min) (ASD), in the
+    same batch. ``after`` = (p, loss): from progress p on, steps are that loss's (a second stage: SDS-Bridge, CSD).
     """
 
     direction: Callable[[Evaluation], Tensor] = sds_direction
@@ -138,6 +146,9 @@ class ScoreDistillation:
     noise: NoiseSource | None = None
     resample: tuple[str, ...] = field(default=())
     reference: Tensor | Callable[[list[Window], tuple[int, int]], Tensor] | None = None
+    positive: str = "positive"
+    shift: float = 0.0
+    after: "tuple[float, ScoreDistillation] | None" = None
 
     def __post_init__(self):
         if not 0 <= self.t_min < self.t_max <= 1:
@@ -151,20 +162,27 @@ class ScoreDistillation:
             raise ValueError(f"t_schedule must be one of {', '.join(T_SCHEDULES)}, got {self.t_schedule!r}.")
         if self.grad_clip < 0:
             raise ValueError(f"grad_clip must be ≥ 0 (0 turns clipping off), got {self.grad_clip}.")
+        if self.shift < 0:
+            raise ValueError(f"shift must be ≥ 0, got {self.shift}.")
 
     def gradient(self, denoiser: Denoiser, x: Tensor, run: Run) -> Tensor:
         """g on the clean latents x [B, ...]: one batched model evaluation, no graph through the model."""
+        if self.after is not None and run.progress >= self.after[0]:
+            return self.after[1].gradient(denoiser, x, run)
         t = sample_fractions(self.t_schedule, self.t_min, self.t_max, run.progress, run.generators,
                              shared=denoiser.one_t_per_batch)
         x = x.detach()
         sigma = to_device_of(sigma_at(denoiser.sigmas, t), x)
         a, b = (per_item(c, x) for c in denoiser.coefficients(sigma))
+        seen = {}
         if self.noise is None:
             noise = gaussian_noise(x, run.generators)
         else:
             noise = self.noise(denoiser, x, t, self.cfg, run)
+            if isinstance(noise, tuple):
+                noise, seen = noise
         x_noisy = noised(x, noise, a, b)
-        requests = [Request(x_noisy, self.cfg, "positive", self.extra)]
+        requests = [Request(x_noisy, self.cfg, self.positive, self.extra)]
         reference = None
         if self.reference is not None:
             at = self.reference if callable(self.reference) else partial(reference_at, self.reference)
@@ -175,6 +193,11 @@ class ScoreDistillation:
         if self.resample:
             fresh = noised(x, gaussian_noise(x, run.generators), a, b)
             requests.append(Request(fresh, 1.0, self.resample[0], self.resample[1:]))
+        if self.shift > 0:
+            sigma_up = sigma_at(denoiser.sigmas, (t + self.shift * (t - self.t_min)).clamp(max=1.0)).to(x)
+            a_up, b_up = (per_item(c, x) for c in denoiser.coefficients(sigma_up))
+            shifted = noised(x, noise, a_up, b_up)
+            requests.append(Request(shifted, 1.0, "positive", sigma=sigma_up))
         with torch.inference_mode():
             out = denoiser(requests, sigma)
         x0 = {k: v.clone().to(x) for k, v in out[0].items()}
@@ -184,9 +207,13 @@ class ScoreDistillation:
             x0 |= {f"{k}@reference": v for k, v in at_reference.items()}
             eps |= {f"{k}@reference": eps_from_x0(reference_noisy, v, a, b) for k, v in at_reference.items()}
         if self.resample:
-            x0 |= {f"{k}@fresh": out[-1][k].clone().to(x) for k in self.resample}
+            x0 |= {f"{k}@fresh": out[len(requests) - 1 - (self.shift > 0)][k].clone().to(x) for k in self.resample}
+        if self.shift > 0:
+            x0["positive@shifted"] = out[-1]["positive"].clone().to(x)
+            eps["positive@shifted"] = eps_from_x0(shifted, x0["positive@shifted"], a_up, b_up)
+        eps |= {k: v.to(x) for k, v in seen.items()}
         w = WEIGHTINGS[self.weighting](alpha_bar(a, b))
-        ev = Evaluation(x, noise, t, w, self.cfg, x0, eps, reference, denoiser)
+        ev = Evaluation(x, noise, t, w, self.cfg, x0, eps, reference, denoiser, run.progress)
         g = self.direction(ev)
         check_gradient(g, ev, run)
         if self.grad_clip > 0:

@@ -4,6 +4,7 @@ The nodes map their widgets to these calls and nothing else, so the tests, the b
 build exactly the losses the nodes build. cfg is always the standard form ε̂_u + cfg·(ε̂_c − ε̂_u); t is a
 fraction of the model's own noise schedule (see ``schedule``).
 """
+from dataclasses import replace
 from functools import partial
 
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from .editing import PDS_GRID, dds_direction, pds_direction
 from .inversion import DDIMInversion
 from .losses import NoiseSource, ScoreDistillation, lmc_direction, nfsd_direction, sds_direction
 from .losses import fixed_noise as fixed_noise_source
+from .variants import ISMInversion, asd_direction, bridge_direction, csd_direction, ism_direction
 
 
 def resolve_weighting(weighting: str, noise: NoiseSource | None = None, corrector: nn.Module | None = None) -> str:
@@ -86,4 +88,48 @@ def pds(reference: Tensor, cfg: float = 100.0, weighting: str = "auto", t_min: f
     check_pds_t_min(t_min)
     return ScoreDistillation(direction=pds_direction, reference=reference, cfg=cfg,
                              weighting="uniform" if weighting == "auto" else weighting, t_min=t_min, t_max=t_max,
+                             t_schedule=t_schedule, grad_clip=grad_clip)
+
+
+def csd(scale: float = 1.0, ramp: float = 0.5, late_t_max: float = 0.5, weighting: str = "auto", t_min: float = 0.02,
+        t_max: float = 0.98, t_schedule: str = "uniform", grad_clip: float = 0.0) -> ScoreDistillation:
+    """CSD as its csd-if config runs it: w = 1 ("auto" = uniform), g = s·(ε̂_c − ε̂_ref) with ε̂_ref going from the
+    unconditional branch to "csd_negative" over the first ``ramp`` of the run, after which t_max drops to
+    ``late_t_max`` (its 0.98 → 0.5 at step 5000 of 10 000; at or above t_max it stays). s = 1 as its cond_scale."""
+    common = dict(cfg=1.0, weighting="uniform" if weighting == "auto" else weighting, t_min=t_min,
+                  t_schedule=t_schedule, grad_clip=grad_clip)
+    late = ScoreDistillation(direction=partial(csd_direction, scale=scale, ramp=0.0), extra=("csd_negative",),
+                             t_max=min(late_t_max, t_max), **common)
+    if ramp <= 0:
+        return late
+    return ScoreDistillation(direction=partial(csd_direction, scale=scale, ramp=ramp),
+                             extra=("negative", "csd_negative"), t_max=t_max, after=(ramp, late), **common)
+
+
+def ism(cfg: float = 7.5, delta: float = 0.08, interval: float = 0.2, weighting: str = "auto", t_min: float = 0.02,
+        t_max: float = 0.5, t_schedule: str = "uniform", grad_clip: float = 0.0) -> ScoreDistillation:
+    """ISM as LucidDreamer runs it: guidance 7.5 (its CFG is the standard form), t ≤ 0.5, x_s by unconditional DDIM
+    inversion in steps of 0.2 and x_t one step δ = 0.08 above it, "auto" = "sdi" (√((1 − ᾱ_t)/ᾱ_t))."""
+    return ScoreDistillation(direction=ism_direction, noise=ISMInversion(delta, interval), cfg=cfg,
+                             weighting="sdi" if weighting == "auto" else weighting, t_min=t_min, t_max=t_max,
+                             t_schedule=t_schedule, grad_clip=grad_clip)
+
+
+def sds_bridge(cfg: float = 40.0, stage_two: float = 0.5, weighting: str = "auto", t_min: float = 0.02,
+               t_max: float = 0.98, t_schedule: str = "uniform", grad_clip: float = 0.0) -> ScoreDistillation:
+    """SDS-Bridge as its 2D generate.py runs it: SDS at cfg 40, then from ``stage_two`` of the run (its step 500 of
+    1000) w(t)·cfg·(ε̂_target − ε̂_source) with the branches "bridge_target" and "bridge_source"; "auto" = "sds"."""
+    weighting = "sds" if weighting == "auto" else weighting
+    stage_one = sds(cfg=cfg, weighting=weighting, t_min=t_min, t_max=t_max, t_schedule=t_schedule, grad_clip=grad_clip)
+    two = replace(stage_one, direction=partial(bridge_direction, scale=cfg), cfg=1.0, positive="bridge_target",
+                  extra=("bridge_source",))
+    return replace(stage_one, after=(stage_two, two))
+
+
+def asd(cfg: float = 7.5, shift: float = 0.1, weighting: str = "auto", t_min: float = 0.02, t_max: float = 0.98,
+        t_schedule: str = "uniform", grad_clip: float = 0.0) -> ScoreDistillation:
+    """ASD as ScaleDreamer runs it: guidance 7.5 (standard form), the prompt's prediction at t + 0.1·(t − t_min) with
+    the same ε as the comparison, "auto" = "sds" (1 − ᾱ_t)."""
+    return ScoreDistillation(direction=asd_direction, shift=shift, cfg=cfg,
+                             weighting="sds" if weighting == "auto" else weighting, t_min=t_min, t_max=t_max,
                              t_schedule=t_schedule, grad_clip=grad_clip)

@@ -57,6 +57,16 @@ IO = {
     "SaveAnimatedWEBP": ([("images", "IMAGE")], []),
     "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                   ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
+    "DistillCSDLoss": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                        ("csd_negative", "CONDITIONING")], [("loss", "DISTILL_LOSS")]),
+    "DistillISMLoss": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                       [("loss", "DISTILL_LOSS")]),
+    "DistillSDSBridgeLoss": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                              ("bridge_target", "CONDITIONING"), ("bridge_source", "CONDITIONING")],
+                             [("loss", "DISTILL_LOSS")]),
+    "DistillASDLoss": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                       [("loss", "DISTILL_LOSS")]),
+    "LatentConcat": ([("samples1", "LATENT"), ("samples2", "LATENT")], [("LATENT", "LATENT")]),
 }
 # The frontend adds a "control after generate" widget after every INT input named seed or noise_seed
 # unless the input declares control_after_generate=False, as Train LMC Corrector's does; the UI format
@@ -142,6 +152,59 @@ def editing_nodes(loss_type, widgets, source="a photograph of a cat", target="a 
 
 
 DDS = {"cfg": 7.5} | TIMESTEPS | {"t_min": 0.05, "t_max": 0.95}
+
+BRIDGE_TARGET = ", detailed high resolution, high quality, sharp"
+BRIDGE_SOURCE = ", oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad structure, noisy, malformed"
+SDI_NOISE = {"inversion_steps": 10, "inversion_cfg": -6.5, "eta": 0.3, "eta_placement": "every_step",
+             "tau_jitter": True, "variant": "inverted", "refresh_every": 1}
+PRIOR = {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0)}
+COMPARED = {
+    "SDS": ("DistillSDSLoss", {"cfg": 101.0} | TIMESTEPS | {"fixed_noise": False}, {}),
+    "NFSD": ("DistillNFSDGuidance", {"cfg": 7.5, "threshold": 0.2} | TIMESTEPS, {"nfsd_negative": ("nfsdneg", 0)}),
+    "SDI": ("DistillSDSLoss", {"cfg": 8.5} | TIMESTEPS | {"t_min": 0.2, "t_schedule": "linear_anneal",
+                                                      "fixed_noise": False}, {"noise": ("noise", 0)}),
+    "LMC-SDS": ("DistillSDSLoss", {"cfg": 8.0} | TIMESTEPS | {"fixed_noise": False}, {"corrector": ("corrector", 0)}),
+    "CSD": ("DistillCSDLoss", {"scale": 1.0, "ramp": 0.5, "late_t_max": 0.5} | TIMESTEPS,
+            {"csd_negative": ("nfsdneg", 0)}),
+    "ISM": ("DistillISMLoss", {"cfg": 7.5, "delta_t": 0.08, "inversion_interval": 0.2} | TIMESTEPS | {"t_max": 0.5},
+            {}),
+    "SDS-Bridge": ("DistillSDSBridgeLoss", {"cfg": 40.0, "stage_two": 0.5} | TIMESTEPS,
+                   {"bridge_target": ("btarget", 0), "bridge_source": ("bsource", 0)}),
+    "ASD": ("DistillASDLoss", {"cfg": 7.5, "shift": 0.1} | TIMESTEPS, {}),
+}
+"""The compared losses at their own workflows' or authors' settings: node type, widgets, extra links."""
+
+
+def comparison_nodes() -> dict:
+    """Every loss of COMPARED from one empty latent and seed through the same Optimize Latent, the results joined
+    side by side in latent space (two rows of four, in COMPARED's order) and decoded once as one grid."""
+    graph = prompt_nodes() | {
+        "nfsdneg": node("CLIPTextEncode", {"text": NFSD_NEGATIVE}, {"clip": ("ckpt", 1)}, "NFSD and CSD negative"),
+        "btarget": node("CLIPTextEncode", {"text": PROMPT + BRIDGE_TARGET}, {"clip": ("ckpt", 1)},
+                        "SDS-Bridge target (prompt + sharp)"),
+        "bsource": node("CLIPTextEncode", {"text": PROMPT + BRIDGE_SOURCE}, {"clip": ("ckpt", 1)},
+                        "SDS-Bridge source (prompt + blurry)"),
+        "noise": node("DistillDDIMInvertNoise", SDI_NOISE),
+        "corrector": node("DistillLMCCorrector", {"corrector_name": CORRECTOR}),
+    } | EMPTY
+    for i, (name, (type_, widgets, links)) in enumerate(COMPARED.items()):
+        graph[f"loss{i}"] = node(type_, widgets, PRIOR | links, f"{name} loss")
+        graph[f"opt{i}"] = node("DistillOptimizeLatent", {"steps": 500, "learning_rate": 0.1, "optimizer": "adamw",
+                                                          "lr_schedule": "cosine", "seed": 0, "l2_to_init": 0.0},
+                                {"latent": ("empty", 0), "loss": (f"loss{i}", 0)}, name)
+    for row in (0, 4):
+        previous = f"opt{row}"
+        for i in range(row + 1, row + 4):
+            graph[f"row{i}"] = node("LatentConcat", {"dim": "x"},
+                                    {"samples1": (previous, 0), "samples2": (f"opt{i}", 0)},
+                                    " | ".join(list(COMPARED)[row:i + 1]))
+            previous = f"row{i}"
+    graph["grid"] = node("LatentConcat", {"dim": "y"}, {"samples1": ("row3", 0), "samples2": ("row7", 0)}, "grid")
+    graph["decode"] = node("VAEDecode", links={"samples": ("grid", 0), "vae": ("ckpt", 2)})
+    graph["save"] = node("SaveImage", {"filename_prefix": "score_distillation/loss_comparison"},
+                         {"images": ("decode", 0)}, "result")
+    return graph
+
 
 WORKFLOWS = {
     "sds_text_to_image": (
@@ -266,7 +329,7 @@ WORKFLOWS = {
     "text_to_3d": (
         "Text-to-3D (DreamFusion's SDS on a voxel grid, pure PyTorch). Every step renders a 64x64 view from a random "
         "camera (threestudio's ranges: elevation -10 to 45, distance 1.5 to 2, fovy 40 to 70), resizes it to 512 "
-        "and encodes it with the VAE; SDS at cfg 100 pulls it towards the prompt. 3D View Prompts gives each camera "
+        "and encodes it with the VAE; SDS at cfg 101 pulls it towards the prompt. 3D View Prompts gives each camera "
         "'PROMPT, front view' (side, back, overhead) against the multi-face problem. VoxelToMesh turns the grid's "
         "opacity into a mesh that Save GLB shows in ComfyUI's 3D viewer; the turntable is saved as an animated WebP. "
         "1000 steps of Adam at lr 0.05; raise grid for detail, cameras_per_step for smoother gradients.",
@@ -275,7 +338,7 @@ WORKFLOWS = {
             "views": node("Distill3DViewPrompts", {"prompt": "a DSLR photo of a corgi puppy"}, {"clip": ("ckpt", 1)},
                           "view prompts"),
             "neg": node("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}, "negative (empty = unconditional)"),
-            "loss": node("DistillSDSLoss", {"cfg": 100.0} | TIMESTEPS | {"fixed_noise": False},
+            "loss": node("DistillSDSLoss", {"cfg": 101.0} | TIMESTEPS | {"fixed_noise": False},
                          {"model": ("ckpt", 0), "positive": ("views", 1), "negative": ("neg", 0)}),
             "opt": node("DistillOptimize3D", {
                 "steps": 1000, "learning_rate": 0.05, "render_size": 64, "grid": 32, "samples_per_ray": 64,
@@ -292,7 +355,20 @@ WORKFLOWS = {
             "plot": node("SaveImage", {"filename_prefix": "score_distillation/text_to_3d_loss_plot"},
                          {"images": ("opt", 2)}, "loss plot"),
         }),
+    "loss_comparison": (
+        "The same prompt and seed through SDS, NFSD, SDI, LMC-SDS (top row) and CSD, ISM, SDS-Bridge, ASD (bottom "
+        "row), side by side in one grid. Each loss runs at its own workflow's or its authors' settings (SDS cfg 101; "
+        "NFSD 7.5 with its negative; SDI 8.5 with DDIM-Invert Noise, t 0.98 → 0.2; LMC-SDS 8 with the corrector of "
+        "train_corrector; CSD scale 1, the empty prompt giving way to the negative prompt (NFSD's here) over the "
+        "first half; ISM 7.5, t ≤ 0.5; SDS-Bridge 40, bridging from step 250; ASD 7.5) through the same Optimize "
+        "Latent: 500 steps of AdamW at lr 0.1, cosine, seed 0, from one empty latent. The eight latents are joined "
+        "with Latent Concat and decoded once. SDI and ISM cost several model calls a step.",
+        comparison_nodes()),
 }
+
+
+CROWDED = {"loss_comparison"}
+"""Workflows whose wires cannot all clear the nodes (eight losses fan out from one prior): laid out without it."""
 
 
 def api_format(graph: dict) -> dict:
@@ -393,8 +469,9 @@ def columns(graph: dict, members: list[str]) -> dict[str, int]:
     return column
 
 
-def layout(graph: dict, note: dict) -> tuple[dict[str, list[int]], list[dict], dict]:
-    """Positions of every node, the groups around them, and the view the workflow opens at."""
+def layout(graph: dict, note: dict, clear: bool = True) -> tuple[dict[str, list[int]], list[dict], dict]:
+    """Positions of every node, the groups around them, and the view the workflow opens at; ``clear``: with no wire
+    under a node."""
     role = roles(graph)
     top = note_height(note["widgets"]["text"]) + TITLE + GROUP_GAP
     pos, stacks, spans = {}, [], []
@@ -416,7 +493,8 @@ def layout(graph: dict, note: dict) -> tuple[dict[str, list[int]], list[dict], d
             x_col += max(size(graph[k])[0] for k in stack) + COLUMN_GAP
         spans.append((name, members, x, x_col - COLUMN_GAP + PAD))
         x = x_col - COLUMN_GAP + PAD + GROUP_GAP
-    clear_wires(graph, pos, stacks)
+    if clear:
+        clear_wires(graph, pos, stacks)
     groups = []
     for i, (name, members, left, right) in enumerate(spans):
         bottom = max(pos[k][1] + size(graph[k])[1] for k in members) + PAD
@@ -487,10 +565,10 @@ def note_height(text: str) -> int:
     return max(lines * NOTE_CHAR[1] + NOTE_PADDING, MIN_SIZE["Note"][1])
 
 
-def ui_format(note: str, graph: dict) -> dict:
+def ui_format(note: str, graph: dict, clear: bool = True) -> dict:
     ids = node_ids(graph) | {"note": 1}
     note_node = node("Note", {"text": note}, title="About this workflow")
-    pos, groups, view = layout(graph, note_node)
+    pos, groups, view = layout(graph, note_node, clear)
     graph = {"note": note_node} | graph
     links, nodes = [], []
     outgoing: dict[tuple[str, int], list[int]] = {}
@@ -520,7 +598,7 @@ def ui_format(note: str, graph: dict) -> dict:
 def write(folder: Path = HERE) -> None:
     (folder / "api").mkdir(parents=True, exist_ok=True)
     for name, (note, graph) in WORKFLOWS.items():
-        (folder / f"{name}.json").write_text(json.dumps(ui_format(note, graph), indent=1) + "\n")
+        (folder / f"{name}.json").write_text(json.dumps(ui_format(note, graph, name not in CROWDED), indent=1) + "\n")
         (folder / "api" / f"{name}.json").write_text(json.dumps(api_format(graph), indent=1) + "\n")
 
 

@@ -14,14 +14,15 @@ from .optimize_latent import OptimizeLatent
 from .pds import PDSLoss
 from .sds import SDSLoss
 from .train_corrector import TrainLMCCorrector
+from .variants import ASDLoss, CSDLoss, ISMLoss, SDSBridgeLoss
 from .views import ViewPrompts3D
 
 
 class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SDSLoss, NFSDGuidance, DDSLoss, PDSLoss, DDIMInvertNoise, LMCCorrector, TrainLMCCorrector,
-                OptimizeLatent, OptimizeImage, ViewPrompts3D, Optimize3D]
+        return [SDSLoss, NFSDGuidance, CSDLoss, ISMLoss, SDSBridgeLoss, ASDLoss, DDSLoss, PDSLoss, DDIMInvertNoise,
+                LMCCorrector, TrainLMCCorrector, OptimizeLatent, OptimizeImage, ViewPrompts3D, Optimize3D]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

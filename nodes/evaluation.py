@@ -89,8 +89,9 @@ class ComfyDenoiser:
         branches = [conds.get(name) for _, name in unique]
         x_in = requests[0].x_noisy
         moved = {i: r.x_noisy for i, (r, _) in enumerate(unique) if r.x_noisy is not x_in}
-        if moved:
-            options = _with_inputs(options, moved, branches, sigma)
+        retimed = {i: r.sigma for i, (r, _) in enumerate(unique) if r.sigma is not None}
+        if moved or retimed:
+            options = _with_inputs(options, moved, retimed, branches, sigma)
         if "sampler_calc_cond_batch_function" in options:
             args = {"conds": branches, "input": x_in, "sigma": sigma, "model": model, "model_options": options}
             out = options["sampler_calc_cond_batch_function"](args)
@@ -103,14 +104,15 @@ class ComfyDenoiser:
             names = r.branches()
             mine, mine_out = branches[start:start + len(names)], list(out[start:start + len(names)])
             start += len(names)
+            level = sigma if r.sigma is None else r.sigma
             for fn in options.get("sampler_pre_cfg_function", []):
-                args = {"conds": mine, "conds_out": mine_out, "cond_scale": r.cfg, "timestep": sigma,
-                        "input": r.x_noisy, "sigma": sigma, "model": model, "model_options": options}
+                args = {"conds": mine, "conds_out": mine_out, "cond_scale": r.cfg, "timestep": level,
+                        "input": r.x_noisy, "sigma": level, "model": model, "model_options": options}
                 mine_out = fn(args)
             x0 = dict(zip(names, mine_out))
             guided = "negative" in names and r.positive != "negative"
             uncond = x0["negative"] if guided else torch.zeros_like(x0[r.positive])  # as sampling_function at cfg 1
-            x0["cfg"] = comfy.samplers.cfg_function(model, x0[r.positive], uncond, r.cfg, r.x_noisy, sigma,
+            x0["cfg"] = comfy.samplers.cfg_function(model, x0[r.positive], uncond, r.cfg, r.x_noisy, level,
                                                     model_options=options, cond=mine[0],
                                                     uncond=mine[1] if guided else None)
             results.append(x0)
@@ -118,11 +120,11 @@ class ComfyDenoiser:
 
     def _unique(self, pairs: list) -> tuple[list, list[int]]:
         """The (request, branch) pairs to evaluate, each branch under its alias, and for every pair its index there:
-        a pair whose aliased branch was already asked for at an equal latent is not evaluated again."""
+        a pair whose aliased branch was already asked for at an equal latent and noise level is not evaluated again."""
         unique, index = [], []
         for r, name in pairs:
             alias = self.aliases.get(name, name)
-            found = next((i for i, (u, n) in enumerate(unique) if n == alias
+            found = next((i for i, (u, n) in enumerate(unique) if n == alias and u.sigma is r.sigma
                           and (u.x_noisy is r.x_noisy or torch.equal(u.x_noisy, r.x_noisy))), None)
             if found is None:
                 found = len(unique)
@@ -131,12 +133,15 @@ class ComfyDenoiser:
         return unique, index
 
 
-def _with_inputs(options: dict, moved: dict[int, Tensor], branches: list, sigma: Tensor) -> dict:
-    """model_options whose model function gives the branches in ``moved`` (by index) their own latent.
+def _with_inputs(options: dict, moved: dict[int, Tensor], retimed: dict[int, Tensor], branches: list,
+                 sigma: Tensor) -> dict:
+    """model_options whose model function gives the branches in ``moved`` (by index) their own latent and those in
+    ``retimed`` their own noise levels.
 
-    calc_cond_batch cuts every branch's input from one latent; the wrapper replaces the chunks of the
-    moved branches by the same cut (ComfyUI's own area handling) of their latent, and recomputes a
-    ControlNet's output on the new input, before the one batched forward.
+    calc_cond_batch cuts every branch's input from one latent at one σ; the wrapper replaces the chunks of the
+    moved branches by the same cut (ComfyUI's own area handling) of their latent and the σ of the retimed ones
+    (apply_model scales the input and reads the output by it), and recomputes a ControlNet's output on the new
+    input, before the one batched forward.
     """
     entries = {entry["uuid"]: entry for cond in branches if cond for entry in cond}
     inner = options.get("model_function_wrapper")
@@ -144,11 +149,16 @@ def _with_inputs(options: dict, moved: dict[int, Tensor], branches: list, sigma:
     def wrapper(apply_model, args):
         order, c = args["cond_or_uncond"], args["c"]
         chunks = list(args["input"].chunk(len(order)))
+        levels = list(args["timestep"].chunk(len(order)))
         uuids = c["transformer_options"]["uuids"]
         for k, (index, uuid) in enumerate(zip(order, uuids)):
+            level = retimed.get(index, sigma)
             if index in moved:
-                chunks[k] = comfy.samplers.get_area_and_mult(entries[uuid], moved[index], sigma).input_x
+                chunks[k] = comfy.samplers.get_area_and_mult(entries[uuid], moved[index], level).input_x
+            if index in retimed:
+                levels[k] = level.to(levels[k])
         x = torch.cat(chunks)
+        args = args | {"timestep": torch.cat(levels)}
         if c.get("control") is not None:
             control = next(entries[u]["control"] for u in uuids if entries[u].get("control") is not None)
             rest = {k: v for k, v in c.items() if k != "control"}

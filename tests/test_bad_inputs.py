@@ -53,6 +53,20 @@ def nfsd(**inputs) -> dict:
     return prompt
 
 
+def variant(node: str, **inputs) -> dict:
+    """One of CSD, ISM, SDS-Bridge or ASD Loss in SDS Loss's place, its extra prompts a third conditioning."""
+    prompt = sds()
+    common = {k: v for k, v in prompt["4"]["inputs"].items() if k not in ("cfg", "weighting")}
+    prompt["9"] = {"class_type": "DistillTestConditioning", "inputs": {"seed": 3}}
+    own = {"DistillCSDLoss": {"csd_negative": ["9", 0], "scale": 1.0, "ramp": 0.5, "late_t_max": 0.5},
+           "DistillISMLoss": {"cfg": 7.5, "delta_t": 0.08, "inversion_interval": 0.2},
+           "DistillSDSBridgeLoss": {"bridge_target": ["2", 0], "bridge_source": ["9", 0], "cfg": 40.0,
+                                    "stage_two": 0.5},
+           "DistillASDLoss": {"cfg": 7.5, "shift": 0.1}}[node]
+    prompt["4"] = {"class_type": node, "inputs": common | {"weighting": "auto"} | own | inputs}
+    return prompt
+
+
 def ddim(**inputs) -> dict:
     prompt = sds(cfg=7.5, noise=["9", 0])
     prompt["9"] = {"class_type": "DistillDDIMInvertNoise", "inputs": {
@@ -304,6 +318,24 @@ CASES = [
     Case("dds-reference-3d", editing(reference="4,16,16"), "reference",
          r"reference: its samples are a 3-D tensor of shape \[4, 16, 16\]", "run"),
     Case("dds-source-missing", without(editing(), "4", "source"), "source", "Required input is missing", "prompt"),
+    # CSD, ISM, SDS-Bridge and ASD Loss
+    Case("csd-scale-nan", variant("DistillCSDLoss", scale=NAN), "scale", "scale: nan is not a finite number", "run"),
+    Case("csd-ramp-2", variant("DistillCSDLoss", ramp=2.0), "ramp", "bigger than max of 1.0", "prompt"),
+    Case("csd-late-t-max-below-t-min", variant("DistillCSDLoss", t_min=0.6, late_t_max=0.5), "late_t_max",
+         r"late_t_max \(0.5\) must be above t_min \(0.6\)", "prompt"),
+    Case("csd-negative-missing", without(variant("DistillCSDLoss"), "4", "csd_negative"), "csd_negative",
+         "Required input is missing", "prompt"),
+    Case("ism-delta-nan", variant("DistillISMLoss", delta_t=NAN), "delta_t", "delta_t: nan is not a finite", "run"),
+    Case("ism-interval-0", variant("DistillISMLoss", inversion_interval=0.0), "inversion_interval",
+         "smaller than min of 0.01", "prompt"),
+    Case("ism-t-reversed", variant("DistillISMLoss", t_min=0.5, t_max=0.1), "t_min",
+         r"t_min \(0.5\) must be below t_max \(0.1\)", "prompt"),
+    Case("bridge-stage-two-linked-nan", linked(variant("DistillSDSBridgeLoss"), "4", "stage_two", NAN), "stage_two",
+         "stage_two: nan is not a finite", "run"),
+    Case("bridge-source-missing", without(variant("DistillSDSBridgeLoss"), "4", "bridge_source"), "bridge_source",
+         "Required input is missing", "prompt"),
+    Case("asd-shift-2", variant("DistillASDLoss", shift=2.0), "shift", "bigger than max of 1.0", "prompt"),
+    Case("asd-cfg-nan", variant("DistillASDLoss", cfg=NAN), "cfg", "cfg: nan is not a finite number", "run"),
     # PDS Loss
     Case("pds-t-min-without-a-level-below", pds(t_min=0.001), "t_min",
          r"t_min \(0.001\) must be at least 0.002 for PDS", "prompt"),
@@ -430,7 +462,8 @@ def test_there_are_at_least_40_cases_across_every_pack_node():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
     assert {"DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
             "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage", "DistillDDSLoss",
-            "DistillPDSLoss", "SetLatentNoiseMask", "DistillOptimize3D"} <= classes
+            "DistillPDSLoss", "SetLatentNoiseMask", "DistillCSDLoss", "DistillISMLoss", "DistillSDSBridgeLoss",
+            "DistillASDLoss", "DistillOptimize3D"} <= classes
 
 
 def error_of(server, prompt: dict, at: str) -> tuple[str, set[str]]:

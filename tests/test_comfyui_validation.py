@@ -11,7 +11,8 @@ from comfy_harness import conditioning, run_node, tiny_model
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
 
 PACK_NODES = ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
-              "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage")
+              "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage", "DistillCSDLoss",
+              "DistillISMLoss", "DistillSDSBridgeLoss", "DistillASDLoss")
 
 
 def node_class(node_id):
@@ -74,7 +75,9 @@ def test_every_widget_value_is_checked_first_thing_naming_the_input(node_id):
 def test_validate_inputs_take_only_what_they_check_so_comfyui_still_checks_the_rest():
     """ComfyUI 0.3.64 skips its min/max check for every input a validate_inputs accepts (all of them with **)."""
     expected = {"DistillSDSLoss": ["t_min", "t_max"], "DistillNFSDGuidance": ["t_min", "t_max"],
-                "DistillLMCCorrector": ["corrector_name"], "DistillTrainLMCCorrector": ["filename"]}
+                "DistillLMCCorrector": ["corrector_name"], "DistillTrainLMCCorrector": ["filename"],
+                "DistillCSDLoss": ["t_min", "t_max", "late_t_max"], "DistillISMLoss": ["t_min", "t_max"],
+                "DistillSDSBridgeLoss": ["t_min", "t_max"], "DistillASDLoss": ["t_min", "t_max"]}
     for node_id in PACK_NODES:
         validate = node_class(node_id).__dict__.get("validate_inputs")
         if node_id not in expected:
