@@ -139,7 +139,8 @@ class PerItemMixture:
     def __call__(self, requests: list[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
         results = []
         for r in requests:
-            out = {n: self.x0(r.x_noisy, sigma, n) for n in r.branches()}
+            level = sigma if r.sigma is None else r.sigma
+            out = {n: self.x0(r.x_noisy, level, n) for n in r.branches()}
             guided = "negative" in out and r.positive != "negative"
             out["cfg"] = out["negative"] + r.cfg * (out[r.positive] - out["negative"]) if guided else out[r.positive]
             results.append(out)
