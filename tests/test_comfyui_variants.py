@@ -25,7 +25,8 @@ def loss(node_id: str, model):
     return run_node(node_id, model=model, **PROMPTS, **(TIMESTEPS | LOSSES[node_id])).args[0]
 
 
-LATENT_CASES = [(n, "eps") for n in LOSSES] + [(n, k) for n in ("DistillISMLoss", "DistillASDLoss") for k in ("v", "flow")]
+LATENT_CASES = [(n, "eps") for n in LOSSES] + [(n, k) for n in ("DistillISMLoss", "DistillASDLoss")
+                                                 for k in ("v", "flow")]
 """Every loss on EPS; ISM and ASD, which step between noise levels, also on v and flow (the others meet flow in
 Optimize Image below)."""
 
