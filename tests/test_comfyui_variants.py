@@ -25,8 +25,13 @@ def loss(node_id: str, model):
     return run_node(node_id, model=model, **PROMPTS, **(TIMESTEPS | LOSSES[node_id])).args[0]
 
 
-@pytest.mark.parametrize("kind", ["eps", "v", "flow"])
-@pytest.mark.parametrize("node_id", list(LOSSES))
+LATENT_CASES = [(n, "eps") for n in LOSSES] + [(n, k) for n in ("DistillISMLoss", "DistillASDLoss")
+                                                 for k in ("v", "flow")]
+"""Every loss on EPS; ISM and ASD, which step between noise levels, also on v and flow (the others meet flow in
+Optimize Image below)."""
+
+
+@pytest.mark.parametrize("node_id,kind", LATENT_CASES)
 def test_variant_optimizes_a_latent_with_one_forward_per_step(node_id, kind):
     model, calls = watched(tiny_model(kind))
     latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))

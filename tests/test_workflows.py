@@ -155,7 +155,14 @@ def fast_values(prompt: dict) -> dict[str, object]:
 
 
 def fast_settings(prompt: dict) -> list[str]:
-    return [arg for k, v in fast_values(prompt).items() for arg in ("--set", f"{k}={v}")]
+    """--set arguments for the runner: by class, or by node id where a class has several nodes (loss_comparison)."""
+    args = []
+    for key, value in fast_values(prompt).items():
+        class_type, name = key.split(".")
+        ids = [i for i, n in prompt.items() if n["class_type"] == class_type]
+        targets = ids if len(ids) > 1 else [class_type]
+        args += [arg for target in targets for arg in ("--set", f"{target}.{name}={value}")]
+    return args
 
 
 def run_workflow(server, name: str, out) -> subprocess.CompletedProcess:
