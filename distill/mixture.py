@@ -8,12 +8,27 @@ component k is N(a·μ_k, v·I) with v = a²s0² + b², so the exact x0-predicti
 each term the Wiener posterior mean of its component. Expanding ‖x_σ − a·μ_k‖² = ‖x_σ‖² − 2a⟨x_σ, μ_k⟩ +
 a²‖μ_k‖², the first term is common to all k, so one matrix product gives every logit (kept in float64).
 """
+from typing import Callable, Sequence
+
 import torch
 from torch import Tensor
 
 from .denoiser import Request
 from .schedule import flow_coefficients, sd3_sigmas, sd15_sigmas, ve_coefficients
 from .shapes import Shapes
+
+
+def evaluate_requests(x0: Callable[[Tensor, Tensor, str], Tensor], requests: Sequence[Request],
+                      sigma: Tensor) -> list[dict[str, Tensor]]:
+    """Every request's branches from an exact x0(x_noisy, σ, branch), at its own σ where it has one, and "cfg"."""
+    results = []
+    for r in requests:
+        level = sigma if r.sigma is None else r.sigma
+        out = {n: x0(r.x_noisy, level, n) for n in r.branches()}
+        guided = "negative" in out and r.positive != "negative"
+        out["cfg"] = out["negative"] + r.cfg * (out[r.positive] - out["negative"]) if guided else out[r.positive]
+        results.append(out)
+    return results
 
 
 def mixture_x0(x_noisy: Tensor, means: Tensor, width: float, a: Tensor, b: Tensor) -> Tensor:
@@ -54,14 +69,7 @@ class MixtureDenoiser:
         return mixture_x0(x_noisy, self.means[branch], self.width, a, b)
 
     def __call__(self, requests: list[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
-        results = []
-        for r in requests:
-            level = sigma if r.sigma is None else r.sigma
-            out = {n: self.x0(r.x_noisy, level, n) for n in r.branches()}
-            guided = "negative" in out and r.positive != "negative"
-            out["cfg"] = out["negative"] + r.cfg * (out[r.positive] - out["negative"]) if guided else out[r.positive]
-            results.append(out)
-        return results
+        return evaluate_requests(self.x0, requests, sigma)
 
 
 def shapes_prior(data: Shapes, prompt: str, width: float = 0.02, flow: bool = False,

@@ -24,7 +24,7 @@ from .cameras import CameraRanges, Cameras, Rays, view_labels, wrap_azimuth
 from .corrector import SpectralCorrector, collect_triplets, fit_spectral
 from .denoiser import Request
 from .inversion import ddim_sample
-from .mixture import MixtureDenoiser, mixture_x0
+from .mixture import MixtureDenoiser, evaluate_requests, mixture_x0
 from .schedule import flow_coefficients, sd3_sigmas, sd15_sigmas, ve_coefficients
 
 VIEW_MODES = ("camera", "front", "prompt")
@@ -137,14 +137,7 @@ class PerItemMixture:
                           for i, m in enumerate(means)])
 
     def __call__(self, requests: list[Request], sigma: Tensor) -> list[dict[str, Tensor]]:
-        results = []
-        for r in requests:
-            level = sigma if r.sigma is None else r.sigma
-            out = {n: self.x0(r.x_noisy, level, n) for n in r.branches()}
-            guided = "negative" in out and r.positive != "negative"
-            out["cfg"] = out["negative"] + r.cfg * (out[r.positive] - out["negative"]) if guided else out[r.positive]
-            results.append(out)
-        return results
+        return evaluate_requests(self.x0, requests, sigma)
 
 
 class SceneMixturePrior:
