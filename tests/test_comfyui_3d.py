@@ -44,8 +44,8 @@ def sdi_loss(model):
 
 def lmc_loss(model):
     corrector = pack("distill.corrector").SpectralCorrector(torch.ones(4, 2, 2), torch.tensor([0.2, 0.8]))
-    link = pack("nodes.correctors").LoadedCorrector("tiny.safetensors", corrector,
-                                                    {"latent_channels": "4", "latent_format": "SD15"})
+    correctors = pack("nodes.correctors")
+    link = correctors.LoadedCorrector("tiny.safetensors", corrector, correctors.what_it_models(model))
     return sds_loss(model, cfg=8.0, corrector=link)
 
 

@@ -74,14 +74,14 @@ def test_a_refused_prompt_exits_1_with_the_servers_message(live_server, tmp_path
 def test_a_failing_node_exits_1_with_the_servers_message(live_server, tmp_path):
     prompt = load(SDS)
     empty = prompt[find_node(prompt, "EmptyLatentImage")]
-    empty["class_type"] = "EmptySD3LatentImage"  # a 16-channel latent for a 4-channel model
-    empty["inputs"] |= {"width": 64, "height": 64}
+    empty["class_type"] = "EmptyHunyuanLatentVideo"  # a video latent [B, 16, T, H, W] for an image model
+    empty["inputs"] |= {"width": 64, "height": 64, "length": 1}
     path = tmp_path / "wrong_latent.json"
     path.write_text(json.dumps(prompt))
     result = subprocess.run(runner(path, "--server", live_server.address, "--out", tmp_path / "out"),
                             cwd=PACK_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert re.search(r"node \d+ DistillOptimizeLatent failed: ValueError: latent: this latent has 16 channels",
+    assert re.search(r"node \d+ DistillOptimizeLatent failed: ValueError: latent: its samples are .* works on 4-D latents",
                      result.stderr), result.stderr
     assert not (tmp_path / "out").exists()
 

@@ -187,19 +187,25 @@ def check_outputs(name: str, result: subprocess.CompletedProcess, out) -> None:
     for key, steps in FAST.items():
         if key.endswith(".steps") and key.split(".")[0] in {n["class_type"] for n in prompt.values()}:
             assert f"{steps}/{steps} [" in result.stderr, result.stderr
-    if name != "train_corrector":
+    if name not in ("train_corrector", "text_to_3d"):  # their results are a corrector and a mesh with a turntable
         check_result(name, prompt, out)
+
+
+GRIDS = {"loss_comparison": (4, 2)}
+"""Workflows whose result joins several results: columns and rows."""
 
 
 def check_result(name: str, prompt: dict, out) -> None:
     """The result image has the size of what the workflow optimizes (the loaded 96×80 example, or the FAST 64×64
-    Empty Latent Image) and is a picture, not a flat fill (a NaN result decodes to black)."""
+    Empty Latent Image; a grid of them where GRIDS says) and is a picture, not a flat fill (a NaN result decodes to
+    black)."""
     from PIL import Image
 
     (path,) = [f for f in out.rglob("*.png") if re.fullmatch(rf"{name}_\d+_\.png", f.name)]
     loads_image = any(n["class_type"] == "LoadImage" for n in prompt.values())
+    (w, h), (columns, rows) = ((96, 80) if loads_image else (64, 64)), GRIDS.get(name, (1, 1))
     with Image.open(path) as img:
-        assert img.size == ((96, 80) if loads_image else (64, 64)), (name, img.size)
+        assert img.size == (w * columns, h * rows), (name, img.size)
         assert max(hi - lo for lo, hi in img.convert("RGB").getextrema()) > 0, f"{name}: a flat image"
 
 
