@@ -1,9 +1,9 @@
 """CSD, ISM, SDS-Bridge and ASD Loss in a real ComfyUI: in Optimize Latent and Optimize Image, on EPS, v-prediction and
-flow models, each step's branches in one batched forward (ISM's inversion calls before it), no graph kept."""
+flow models, and in Optimize 3D; each step's branches in one batched forward (ISM's inversion calls before it), no graph kept."""
 import pytest
 import torch
 
-from comfy_harness import conditioning, run_node, tiny_model, tiny_vae
+from comfy_harness import conditioning, pack, run_node, tiny_model, tiny_vae
 from test_comfyui_image import optimize_image, watched
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
@@ -53,3 +53,14 @@ def test_variant_optimizes_an_image_on_a_flow_model(node_id):
     out, _ = optimize_image(loss(node_id, model), vae=tiny_vae(), image=image, steps=2)
     assert out.shape == image.shape and (out - image).abs().max() > 1e-3
     assert calls and all(inference and not grad for _, inference, grad in calls)
+
+
+@pytest.mark.parametrize("node_id", list(LOSSES))
+def test_variant_distills_a_scene_in_optimize_3d(node_id):
+    """Both stages of each loss (2 steps: progress 0 and 0.5) reach the voxel grid through the VAE and the renderer."""
+    from test_comfyui_3d import SMALL, optimize_3d
+
+    voxel, turntable, _ = optimize_3d(loss(node_id, tiny_model("eps")), steps=2)
+    start = pack("distill.scene").VoxelScene(SMALL["grid"]).voxel()
+    assert torch.isfinite(voxel.data).all() and (voxel.data[0] - start).abs().max() > 1e-4
+    assert torch.isfinite(turntable).all()
