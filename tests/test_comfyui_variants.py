@@ -1,5 +1,6 @@
 """CSD, ISM, SDS-Bridge and ASD Loss in a real ComfyUI: in Optimize Latent and Optimize Image, on EPS, v-prediction and
-flow models, and in Optimize 3D; each step's branches in one batched forward (ISM's inversion calls before it), no graph kept."""
+flow models, and in Optimize 3D; each step's branches in one batched forward (ISM's inversion calls before it), no
+graph kept."""
 import pytest
 import torch
 
