@@ -131,6 +131,16 @@ def test_every_latent_loss_keeps_the_shape_and_a_mask_as_ksampler_resizes_it(fam
     for name in ("DistillDDSLoss", "DistillPDSLoss"):
         losses[name] = run_node(name, model=fam.model, reference=latent, source=fam.negative, target=fam.positive,
                                 negative=fam.negative, cfg=7.5, **timesteps()).args[0]
+    prompts = dict(model=fam.model, positive=fam.positive, negative=fam.negative)
+    losses |= {
+        "csd": run_node("DistillCSDLoss", **prompts, csd_negative=fam.negative, scale=1.0, ramp=0.5, late_t_max=0.5,
+                        **timesteps()).args[0],
+        "ism": run_node("DistillISMLoss", **prompts, cfg=7.5, delta_t=0.08, inversion_interval=0.2,
+                        **timesteps(t_max=0.5)).args[0],
+        "sds-bridge": run_node("DistillSDSBridgeLoss", **prompts, bridge_target=fam.positive,
+                               bridge_source=fam.negative, cfg=40.0, stage_two=0.5, **timesteps()).args[0],
+        "asd": run_node("DistillASDLoss", **prompts, cfg=7.5, shift=0.1, **timesteps()).args[0],
+    }
     for name, loss in losses.items():
         out = optimize_latent(loss, latent)
         assert out.shape == fam.latent.shape and torch.isfinite(out).all(), name
