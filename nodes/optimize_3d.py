@@ -56,13 +56,14 @@ class Optimize3D(io.ComfyNode):
             category=CATEGORY,
             description="Text-to-3D by score distillation (DreamFusion), in pure PyTorch: a density + colour voxel "
                         "grid is rendered from random cameras (threestudio's dreamfusion-sd ranges), each render "
-                        "resized to native_size and encoded by the VAE with gradients, and the loss (SDS, NFSD, SDI "
-                        "or LMC-SDS) pulls every view towards the prompt. Connect 3D View Prompts to views against "
+                        "resized to native_size and encoded by the VAE with gradients, and the loss (any text-to-image "
+                        "loss of the pack) pulls every view towards the prompt. Connect 3D View Prompts to views against "
                         "the multi-face (Janus) problem. VOXEL → VoxelToMesh → SaveGLB shows it in the 3D viewer.",
             inputs=[
                 io.Vae.Input("vae", tooltip="The model's full VAE (AutoencoderKL; TAESD cannot pass gradients)."),
-                DistillLossType.Input("loss", tooltip="SDS Loss (with or without corrector or DDIM-Invert Noise) or "
-                                                      "NFSD Guidance; its positive is replaced per camera by views."),
+                DistillLossType.Input("loss", tooltip="A text-to-image loss: SDS Loss (with or without corrector "
+                                                      "or DDIM-Invert Noise), NFSD, CSD, ISM, SDS-Bridge or ASD; "
+                                                      "its positive is replaced per camera by views."),
                 io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=100000,
                              tooltip="Optimization steps; each renders cameras_per_step views and runs the model "
                                      "once."),

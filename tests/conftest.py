@@ -66,3 +66,17 @@ def live_server(comfy, tmp_path_factory):
     yield server
     server.stop()
     checkpoint.unlink()  # 488 MB; pytest keeps the last three sessions' folders
+
+
+@pytest.fixture
+def corrector_folder(comfy, tmp_path):
+    """models/lmc_correctors pointed at a temporary folder for the test."""
+    import folder_paths
+
+    from comfy_harness import pack
+
+    name = pack("nodes.correctors").FOLDER
+    old = folder_paths.folder_names_and_paths.get(name)
+    folder_paths.folder_names_and_paths[name] = ([str(tmp_path)], {".safetensors"})
+    yield tmp_path
+    folder_paths.folder_names_and_paths[name] = old

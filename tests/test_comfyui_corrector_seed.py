@@ -8,18 +8,6 @@ from comfy_harness import conditioning, pack, run_node, tiny_model, tiny_vae
 pytestmark = [pytest.mark.comfyui, pytest.mark.usefixtures("comfy")]
 
 
-@pytest.fixture
-def corrector_folder(tmp_path):
-    """models/lmc_correctors pointed at a temporary folder for the test."""
-    import folder_paths
-
-    name = pack("nodes.correctors").FOLDER
-    old = folder_paths.folder_names_and_paths.get(name)
-    folder_paths.folder_names_and_paths[name] = ([str(tmp_path)], {".safetensors"})
-    yield tmp_path
-    folder_paths.folder_names_and_paths[name] = old
-
-
 def contents(path):
     """A safetensors file's metadata and tensors (its bytes also hold the header in hash-map order)."""
     with safe_open(str(path), framework="pt") as f:

@@ -152,17 +152,6 @@ def test_every_latent_loss_keeps_the_shape_and_a_mask_as_ksampler_resizes_it(fam
     assert torch.equal(out[kept], fam.latent[kept]) and not torch.equal(out, fam.latent)
 
 
-@pytest.fixture
-def corrector_folder(tmp_path):
-    import folder_paths
-
-    name = pack("nodes.correctors").FOLDER
-    old = folder_paths.folder_names_and_paths.get(name)
-    folder_paths.folder_names_and_paths[name] = ([str(tmp_path)], {".safetensors"})
-    yield tmp_path
-    folder_paths.folder_names_and_paths[name] = old
-
-
 def test_a_corrector_trained_on_the_family_drives_lmc_sds_with_fixed_noise(fam, corrector_folder):
     pixels = 8 * fam.latent.shape[-1]
     images = torch.rand((2, pixels, pixels, 3), generator=torch.Generator().manual_seed(3))
