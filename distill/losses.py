@@ -52,6 +52,19 @@ class Evaluation(NamedTuple):
     progress: float = 0.0
 
 
+class NoisePredictions(dict):
+    """ε̂ by name, each computed from its x0-prediction when a direction first reads it (SDS reads only "cfg"):
+    ``implied`` holds (x_σ, x̂0, a, b) per name."""
+
+    def __init__(self, implied: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]]):
+        super().__init__()
+        self.implied = implied
+
+    def __missing__(self, name: str) -> Tensor:
+        self[name] = eps = eps_from_x0(*self.implied[name])
+        return eps
+
+
 def sds_direction(ev: Evaluation) -> Tensor:
     """DreamFusion eq. 3: w(t)·(CFG_ω(x_t) − ε)."""
     return ev.w * (ev.eps["cfg"] - ev.noise)
@@ -201,16 +214,16 @@ class ScoreDistillation:
         with torch.inference_mode():
             out = denoiser(requests, sigma)
         x0 = {k: v.clone().to(x) for k, v in out[0].items()}
-        eps = {k: eps_from_x0(x_noisy, v, a, b) for k, v in x0.items()}
+        eps = NoisePredictions({k: (x_noisy, v, a, b) for k, v in x0.items()})
         if reference is not None:
-            at_reference = {k: v.clone().to(x) for k, v in out[1].items()}
-            x0 |= {f"{k}@reference": v for k, v in at_reference.items()}
-            eps |= {f"{k}@reference": eps_from_x0(reference_noisy, v, a, b) for k, v in at_reference.items()}
+            at_reference = {f"{k}@reference": v.clone().to(x) for k, v in out[1].items()}
+            x0 |= at_reference
+            eps.implied |= {k: (reference_noisy, v, a, b) for k, v in at_reference.items()}
         if self.resample:
             x0 |= {f"{k}@fresh": out[len(requests) - 1 - (self.shift > 0)][k].clone().to(x) for k in self.resample}
         if self.shift > 0:
             x0["positive@shifted"] = out[-1]["positive"].clone().to(x)
-            eps["positive@shifted"] = eps_from_x0(shifted, x0["positive@shifted"], a_up, b_up)
+            eps.implied["positive@shifted"] = (shifted, x0["positive@shifted"], a_up, b_up)
         eps |= {k: v.to(x) for k, v in seen.items()}
         w = WEIGHTINGS[self.weighting](alpha_bar(a, b))
         ev = Evaluation(x, noise, t, w, self.cfg, x0, eps, reference, denoiser, run.progress)
@@ -223,7 +236,8 @@ class ScoreDistillation:
 
 class PendingCheck(NamedTuple):
     """One step's gradient check, not yet read on the host: finite holds, on the device, whether each item's
-    gradient and then each branch's prediction is finite."""
+    gradient and then each branch's prediction is finite (read off its sum, which a NaN or infinity anywhere makes
+    non-finite)."""
 
     step: int
     t: Tensor
@@ -236,8 +250,7 @@ def check_gradient(g: Tensor, ev: Evaluation, run: Run) -> None:
     """Stops a run whose gradient is not finite, naming the step, the t and the likely cause (never a silent zero):
     at once, or, where run.checks is a list, when the loop reads the checks it holds."""
     branches = tuple(k for k in ev.x0 if k != "cfg")
-    finite = torch.cat([torch.isfinite(g.flatten(1)).all(1), torch.stack([torch.isfinite(ev.x0[k]).all()
-                                                                          for k in branches])])
+    finite = torch.cat([g.flatten(1).sum(1), torch.stack([ev.x0[k].sum() for k in branches])]).isfinite()
     check = PendingCheck(run.step, ev.t, ev.cfg, branches, finite)
     if run.checks is None:
         raise_if_not_finite([check])

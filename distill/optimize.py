@@ -127,10 +127,10 @@ def optimize(
                 loss_run = replace(run, generators=[run.generators[w.item] for w in windows], windows=windows)
             g = loss.gradient(denoiser, z, loss_run)
             scale = DDS_SCALE * z.shape[0] / (z.shape[-2] * z.shape[-1]) if settings.optimizer == "sgd" else 1.0
-            opt.zero_grad(set_to_none=True)
             if view is None:  # the target loss's gradient g / B, without building its graph
                 x.grad = g * (scale / x.shape[0])
             else:
+                x.grad = None
                 (scale * target_loss(z, g)).backward()
             if settings.l2_to_init > 0:  # of l2·½‖x − x_start‖²/B
                 x.grad += settings.l2_to_init * (x.detach() - init) / x.shape[0]
@@ -141,8 +141,8 @@ def optimize(
                     x.clamp_(*settings.clamp)
                 if weight is not None:
                     x.copy_(torch.where(weight > 0, torch.lerp(before, x, weight), before))
-                stats[step, 0] = 0.5 * g.pow(2).sum() / z.shape[0]
-                stats[step, 1] = g.flatten(1).norm(dim=1).mean()
+                norms = g.flatten(1).norm(dim=1)
+                stats[step] = torch.stack([0.5 * norms.square().sum(), norms.sum()]) / z.shape[0]
             if (step + 1) % CHECK_EVERY == 0 or step + 1 == settings.steps:
                 raise_if_not_finite(run.checks)
                 run.checks.clear()

@@ -21,8 +21,7 @@ def sigma_at(sigmas: Tensor, t: Tensor) -> Tensor:
     pos = t.to(sigmas).clamp(0, 1) * (len(sigmas) - 1)
     lo = pos.floor().long()
     hi = pos.ceil().long()
-    w = pos - lo
-    return ((1 - w) * sigmas[lo].log() + w * sigmas[hi].log()).exp()
+    return torch.lerp(sigmas[lo].log(), sigmas[hi].log(), pos - lo).exp()
 
 
 def sd15_sigmas() -> Tensor:
