@@ -151,8 +151,7 @@ def test_sds_gradient_matches_threestudio(kind, cfg, guidance_scale, k):
 @pytest.mark.parametrize("k", [30, 960])
 def test_flow_sds_gradient_matches_flow_matching_scheduler(cfg, guidance_scale, k):
     """ComfyUI's flow model tells the UNet 1000·σ and reads its output as ε − x0, as FlowMatchEulerDiscreteScheduler
-    does (shift 3); weighting uniform, since w(t) has no flow convention in the reference codes. NFSD, SDI and
-    LMC-SDS have no flow reference either: they are checked on EPS and v-prediction."""
+    does (shift 3); weighting uniform here, the default's w and the other methods on flow in test_parity_flow.py."""
     seen = pack_step(sds_node("flow", cfg, k, weighting="uniform"))
     (eps,) = normals(seen["draws"], 1)
     expected = reference("flow", ref.flow_sds_gradient, seen["x"], k, eps, C, U, guidance_scale)
