@@ -15,7 +15,8 @@ Then a row per model family (tests/families.py: tiny random SDXL EPS/EDM/v-zsnr,
 Qwen-Image from ComfyUI's own classes): the pack's SDS step (Optimize Latent, cfg 7.5) / KSampler's euler step
 (cfg 7.5, normal schedule) on the same model, latent and prompts, both with the same Latent2RGB previews, in
 alternating runs; the median of the per-run ratios. On models this small the network costs little, so the
-ratio is the pack's host overhead per step. --families-only prints just these rows.
+ratio is the pack's host overhead per step; beside it, the PyTorch operator calls per step of each side counted at
+the dispatcher (the host's work, the same on every machine). --families-only prints just these rows.
 
     python benchmarks/step_cost.py [--channels 64] [--latent 32] [--steps 10] [--pairs 8] [--device cpu|cuda]
                                    [--families-only] [--family-pairs 6] [--threads N]
@@ -228,9 +229,33 @@ def family_rows(args) -> list[tuple[str, str]]:
                 sides[side].append(statistics.median(run))
         ratios = [p / k for p, k in zip(sides["pack"], sides["ksampler"])]
         ms = {side: statistics.median(v) * 1e3 for side, v in sides.items()}
+        ops = (ops_per_step(lambda n: optimize_run(loss, fam.latent, n)),
+               ops_per_step(lambda n: ksampler_run(model, fam.positive, fam.negative, fam.latent, n, 7.5)))
         rows.append((name, f"{statistics.median(ratios):.3f} (range {min(ratios):.3f}–{max(ratios):.3f}; "
-                           f"ms {ms['pack']:.2f} / {ms['ksampler']:.2f})"))
+                           f"ms {ms['pack']:.2f} / {ms['ksampler']:.2f}) | {ops[0]:.0f} / {ops[1]:.0f}"))
     return rows
+
+
+def ops_per_step(run, steps: int = 5) -> float:
+    """PyTorch operator calls per step of run(steps), counted at the dispatcher: the host's work, machine-independent
+    (runs of 2·steps and steps differ by steps steps, so what a run does once cancels)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    run(steps)  # a first run does its one-time work (loading, the previewer) uncounted
+    counts = []
+    for n in (steps, 2 * steps):
+        Count.calls = 0
+        with Count():
+            run(n)
+        counts.append(Count.calls)
+    return (counts[1] - counts[0]) / steps
 
 
 def print_family_rows(args):
@@ -238,7 +263,7 @@ def print_family_rows(args):
     clock = "CPU time (one thread)" if args.device == "cpu" else "wall time"
     print(f"SDS step / KSampler euler step, cfg 7.5, tiny family models, device {args.device}, {clock}, median of "
           f"{args.family_pairs} alternating run pairs of {args.steps} steps (per-run median step):")
-    print("| family | SDS step / KSampler step |\n| --- | --- |")
+    print("| family | SDS step / KSampler step | operator calls per step, SDS / KSampler |\n| --- | --- | --- |")
     for name, row in rows:
         print(f"| {name} | {row} |")
 
