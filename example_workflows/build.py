@@ -138,7 +138,8 @@ def output_nodes(name, steps, lr, start="empty", **settings):
 
 SDEDIT = {"seed": 0, "steps": 3, "cfg": 15.0, "sampler_name": "ddim", "scheduler": "ddim_uniform", "denoise": 0.15}
 """PDS's notebook refinement (run_sdedit: 20 DDIM steps, skip 16 to 18, so 2 to 4 run, cfg 15) as KSampler takes it:
-int(steps / denoise) = 20 steps of ddim_uniform (diffusers' DDIM timesteps 951 … 1), the last 3 run from t = 101."""
+int(steps / denoise) = 20 steps of ddim_uniform (diffusers' DDIM timesteps 951 … 1), the last 3 run from t = 101, the
+last of them to σ = 0 (diffusers' to ᾱ_0). ComfyUI's ddim is Euler on the noise prediction: DDIM at η = 0."""
 
 
 def sdedit_nodes(name: str) -> dict:
