@@ -4,8 +4,8 @@ the same node ids in both.
 
 The UI layout is computed from the graph: four groups left to right, prior (checkpoint, prompts, a loaded image),
 loss, optimize (what is optimized, and the optimizer) and output, and inside each group one column per
-step of data flow, so that every wire runs rightwards. Node sizes follow what the frontend draws
-(measured in the browser: tests/test_browser.py checks that no node overlaps another or hides a widget).
+step of data flow, so that every wire runs rightwards; heights are stacked, or placed by hand where PLACED says.
+Node sizes follow what the frontend draws (measured in the browser: tests/test_browser.py checks that no node overlaps another or hides a widget).
 
     python example_workflows/build.py
 """
@@ -146,8 +146,8 @@ def sdedit_nodes(name: str) -> dict:
     """One SDEdit pass over Optimize Latent's result under the target prompt, decoded and saved as the result; the
     optimized latent's picture (output_nodes' "save") is kept, saved as what it was before the refinement."""
     return {
-        "save": node("SaveImage", {"filename_prefix": f"score_distillation/{name}_unrefined"}, {"images": ("decode", 0)},
-                     "before refinement"),
+        "save": node("SaveImage", {"filename_prefix": f"score_distillation/{name}_unrefined"},
+                     {"images": ("decode", 0)}, "before refinement"),
         "refine": node("KSampler", SDEDIT, {"model": ("ckpt", 0), "positive": ("tgt", 0), "negative": ("neg", 0),
                                             "latent_image": ("opt", 0)}, "SDEdit refinement (target prompt)"),
         "decode_refined": node("VAEDecode", links={"samples": ("refine", 0), "vae": ("ckpt", 2)}),
@@ -332,10 +332,10 @@ WORKFLOWS = {
         "prompt, which pulls the edit back towards the original. The authors' 2D notebook: cfg 50, t in [0.02, 0.98], "
         "no weighting (auto = uniform), 500 steps at a constant lr 0.1 of Adam at PyTorch's betas and eps (adam_torch: "
         "the notebook's AdamW without its weight decay, which shrinks the latent by 0.1% a step even where nothing "
-        "is to change). Then the notebook's SDEdit refinement at cfg 15: KSampler re-noises the edit to t = 101 of a "
-        "20-step DDIM schedule and runs its last 3 steps under the target prompt (ddim, ddim_uniform, steps 3, denoise "
-        "0.15 = 3/20); the notebook pulls the latent 50 AdamW steps toward such passes (2 to 4 steps, fresh noise each), "
-        "the graph takes one. Both results are saved: before and after the refinement.",
+        "is to change). Then the notebook's SDEdit refinement at cfg 15: KSampler re-noises the edit to t = 101 of "
+        "a 20-step DDIM schedule and runs its last 3 steps under the target prompt (ddim, ddim_uniform, steps 3, "
+        "denoise 0.15 = 3/20); the notebook pulls the latent 50 AdamW steps toward such passes (2 to 4 steps, fresh "
+        "noise each), the graph takes one. Both results are saved: before and after the refinement.",
         editing_nodes("DistillPDSLoss", {"cfg": 50.0} | TIMESTEPS)
         | output_nodes("pds_editing", 500, 0.1, start="encode", optimizer="adam_torch", lr_schedule="constant")
         | sdedit_nodes("pds_editing")),
@@ -630,7 +630,8 @@ def ui_format(note: str, graph: dict, clear: bool = True, placed: dict | None = 
 def write(folder: Path = HERE) -> None:
     (folder / "api").mkdir(parents=True, exist_ok=True)
     for name, (note, graph) in WORKFLOWS.items():
-        (folder / f"{name}.json").write_text(json.dumps(ui_format(note, graph, name not in CROWDED, PLACED.get(name)), indent=1) + "\n")
+        ui = ui_format(note, graph, name not in CROWDED, PLACED.get(name))
+        (folder / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
         (folder / "api" / f"{name}.json").write_text(json.dumps(api_format(graph), indent=1) + "\n")
 
 
