@@ -5,7 +5,8 @@ the same node ids in both.
 The UI layout is computed from the graph: four groups left to right, prior (checkpoint, prompts, a loaded image),
 loss, optimize (what is optimized, and the optimizer) and output, and inside each group one column per
 step of data flow, so that every wire runs rightwards; heights are stacked, or placed by hand where PLACED says.
-Node sizes follow what the frontend draws (measured in the browser: tests/test_browser.py checks that no node overlaps another or hides a widget).
+Node sizes follow what the frontend draws (measured in the browser: tests/test_browser.py checks that no node
+overlaps another or hides a widget).
 
     python example_workflows/build.py
 """
