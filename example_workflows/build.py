@@ -4,8 +4,9 @@ the same node ids in both.
 
 The UI layout is computed from the graph: four groups left to right, prior (checkpoint, prompts, a loaded image),
 loss, optimize (what is optimized, and the optimizer) and output, and inside each group one column per
-step of data flow, so that every wire runs rightwards. Node sizes follow what the frontend draws
-(measured in the browser: tests/test_browser.py checks that no node overlaps another or hides a widget).
+step of data flow, so that every wire runs rightwards; heights are stacked, or placed by hand where PLACED says.
+Node sizes follow what the frontend draws (measured in the browser: tests/test_browser.py checks that no node
+overlaps another or hides a widget).
 
     python example_workflows/build.py
 """
@@ -134,6 +135,26 @@ def output_nodes(name, steps, lr, start="empty", **settings):
                     {"latent": (start, 0), "loss": ("loss", 0)}),
         "decode": node("VAEDecode", links={"samples": ("opt", 0), "vae": ("ckpt", 2)}),
     } | saved(name, ("decode", 0), ("opt", 1))
+
+
+SDEDIT = {"seed": 0, "steps": 3, "cfg": 15.0, "sampler_name": "ddim", "scheduler": "ddim_uniform", "denoise": 0.15}
+"""PDS's notebook refinement (run_sdedit: 20 DDIM steps, skip 16 to 18, so 2 to 4 run, cfg 15) as KSampler takes it:
+int(steps / denoise) = 20 steps of ddim_uniform (diffusers' DDIM timesteps 951 … 1), the last 3 run from t = 101, the
+last of them to σ = 0 (diffusers' to ᾱ_0). ComfyUI's ddim is Euler on the noise prediction: DDIM at η = 0."""
+
+
+def sdedit_nodes(name: str) -> dict:
+    """One SDEdit pass over Optimize Latent's result under the target prompt, decoded and saved as the result; the
+    optimized latent's picture (output_nodes' "save") is kept, saved as what it was before the refinement."""
+    return {
+        "save": node("SaveImage", {"filename_prefix": f"score_distillation/{name}_unrefined"},
+                     {"images": ("decode", 0)}, "before refinement"),
+        "refine": node("KSampler", SDEDIT, {"model": ("ckpt", 0), "positive": ("tgt", 0), "negative": ("neg", 0),
+                                            "latent_image": ("opt", 0)}, "SDEdit refinement (target prompt)"),
+        "decode_refined": node("VAEDecode", links={"samples": ("refine", 0), "vae": ("ckpt", 2)}),
+        "save_refined": node("SaveImage", {"filename_prefix": f"score_distillation/{name}"},
+                             {"images": ("decode_refined", 0)}, "result (refined)"),
+    }
 
 
 def editing_nodes(loss_type, widgets, source="a photograph of a cat", target="a photograph of a tiger",
@@ -312,10 +333,13 @@ WORKFLOWS = {
         "prompt, which pulls the edit back towards the original. The authors' 2D notebook: cfg 50, t in [0.02, 0.98], "
         "no weighting (auto = uniform), 500 steps at a constant lr 0.1 of Adam at PyTorch's betas and eps (adam_torch: "
         "the notebook's AdamW without its weight decay, which shrinks the latent by 0.1% a step even where nothing "
-        "is to change). The notebook then refines with SDEdit at cfg 15: for that, add a KSampler after Optimize Latent "
-        "(target prompt, cfg 15, ddim, ddim_uniform, 20 steps, denoise 0.15).",
+        "is to change). Then the notebook's SDEdit refinement at cfg 15: KSampler re-noises the edit to t = 101 of "
+        "a 20-step DDIM schedule and runs its last 3 steps under the target prompt (ddim, ddim_uniform, steps 3, "
+        "denoise 0.15 = 3/20); the notebook pulls the latent 50 AdamW steps toward such passes (2 to 4 steps, fresh "
+        "noise each), the graph takes one. Both results are saved: before and after the refinement.",
         editing_nodes("DistillPDSLoss", {"cfg": 50.0} | TIMESTEPS)
-        | output_nodes("pds_editing", 500, 0.1, start="encode", optimizer="adam_torch", lr_schedule="constant")),
+        | output_nodes("pds_editing", 500, 0.1, start="encode", optimizer="adam_torch", lr_schedule="constant")
+        | sdedit_nodes("pds_editing")),
     "masked_editing": (
         "Masked editing: only the painted region changes. Paint it on Load Image (right-click, Open in MaskEditor); "
         "Set Latent Noise Mask puts the mask on the latent, which Optimize Latent honours as KSampler does (resized "
@@ -369,6 +393,12 @@ WORKFLOWS = {
 
 CROWDED = {"loss_comparison"}
 """Workflows whose wires cannot all clear the nodes (eight losses fan out from one prior): laid out without it."""
+PLACED = {"pds_editing": {"tgt": 0, "neg": 170, "encode": 340, "image": 210, "ckpt": 618, "src": 722, "loss": 672,
+                          "opt": 612, "refine": 0, "decode": 322, "decode_refined": 450, "save_refined": 0, "save": 392,
+                          "plot": 782}}
+"""Workflows whose wires stacked columns cannot clear, placed by hand: each node's height below its group's first
+row (columns as computed). In pds_editing the refinement's wires from the checkpoint and the prompts cross the loss's
+and the optimizer's columns, which therefore sit below them; clear_wires checks the placement as any other."""
 
 
 def api_format(graph: dict) -> dict:
@@ -469,9 +499,10 @@ def columns(graph: dict, members: list[str]) -> dict[str, int]:
     return column
 
 
-def layout(graph: dict, note: dict, clear: bool = True) -> tuple[dict[str, list[int]], list[dict], dict]:
+def layout(graph: dict, note: dict, clear: bool = True, placed: dict | None = None
+           ) -> tuple[dict[str, list[int]], list[dict], dict]:
     """Positions of every node, the groups around them, and the view the workflow opens at; ``clear``: with no wire
-    under a node."""
+    under a node; ``placed``: each node's height below its group's first row, instead of stacking its column."""
     role = roles(graph)
     top = note_height(note["widgets"]["text"]) + TITLE + GROUP_GAP
     pos, stacks, spans = {}, [], []
@@ -485,9 +516,11 @@ def layout(graph: dict, note: dict, clear: bool = True) -> tuple[dict[str, list[
         for c in sorted(set(column.values())):
             stack = sorted((k for k in members if column[k] == c),
                            key=lambda k: (graph[k]["last"], -reach(graph, k, role), barycenter(graph, k, pos)))
-            y = top + GROUP_TITLE + TITLE
+            first_row = y = top + GROUP_TITLE + TITLE
+            if placed:
+                stack.sort(key=placed.get)
             for key in stack:
-                pos[key] = [x_col, y]
+                pos[key] = [x_col, first_row + placed[key] if placed else y]
                 y += size(graph[key])[1] + TITLE + ROW_GAP
             stacks.append(stack)
             x_col += max(size(graph[k])[0] for k in stack) + COLUMN_GAP
@@ -565,10 +598,10 @@ def note_height(text: str) -> int:
     return max(lines * NOTE_CHAR[1] + NOTE_PADDING, MIN_SIZE["Note"][1])
 
 
-def ui_format(note: str, graph: dict, clear: bool = True) -> dict:
+def ui_format(note: str, graph: dict, clear: bool = True, placed: dict | None = None) -> dict:
     ids = node_ids(graph) | {"note": 1}
     note_node = node("Note", {"text": note}, title="About this workflow")
-    pos, groups, view = layout(graph, note_node, clear)
+    pos, groups, view = layout(graph, note_node, clear, placed)
     graph = {"note": note_node} | graph
     links, nodes = [], []
     outgoing: dict[tuple[str, int], list[int]] = {}
@@ -598,7 +631,8 @@ def ui_format(note: str, graph: dict, clear: bool = True) -> dict:
 def write(folder: Path = HERE) -> None:
     (folder / "api").mkdir(parents=True, exist_ok=True)
     for name, (note, graph) in WORKFLOWS.items():
-        (folder / f"{name}.json").write_text(json.dumps(ui_format(note, graph, name not in CROWDED), indent=1) + "\n")
+        ui = ui_format(note, graph, name not in CROWDED, PLACED.get(name))
+        (folder / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
         (folder / "api" / f"{name}.json").write_text(json.dumps(api_format(graph), indent=1) + "\n")
 
 
