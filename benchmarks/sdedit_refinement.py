@@ -42,6 +42,7 @@ def skip_start(skip: int) -> int:
 
 
 def abar_table(den) -> torch.Tensor:
+    """ᾱ_t = 1/(1 + σ_t²) for t = 0 … 999, from the prior's σ table (SD1.5's: diffusers' alphas_cumprod)."""
     return 1 / (1 + den.sigmas.double() ** 2)
 
 
