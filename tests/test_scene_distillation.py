@@ -58,3 +58,13 @@ def test_a_camera_blind_prior_puts_a_front_on_the_back_and_view_prompts_reduce_i
     blind, prompted = distilled("front"), distilled("prompt")
     assert blind.multi_face >= 0.75
     assert prompted.multi_face <= 0.5 and prompted.consistency == 1
+
+
+def test_optimize_scene_runs_on_its_own_under_inference_mode():
+    """ComfyUI executes nodes under torch.inference_mode(); the core loop switches it off itself, so a caller that
+    does not wrap it (as Optimize 3D does) still gets a trained scene, not an inference-tensor error."""
+    settings = SceneSettings(steps=2, render_size=16, samples=8, grid=8, shading=Shading(albedo_fraction=1.0))
+    with torch.inference_mode():
+        scene, history = optimize_scene(recipes.sds(cfg=1.0), SceneMixturePrior(16), SceneView(16, lambda x: x),
+                                        settings)
+    assert len(history.loss) == 2 and not scene.density.is_inference()
