@@ -3,7 +3,8 @@
 With the prior of three asymmetric figures seen from each camera, the mode SDS climbs to is one figure, the
 same from every side: every held-out view picks it and matches it. A camera-blind prior shows every camera
 the figures' fronts, so the scene that pleases every camera has a front on every side — the multi-face
-(Janus) failure; view prompts tell the back from the front and reduce it. Small grids, few steps: the
+(Janus) failure; view prompts (each camera shown the figures from every azimuth its label covers) tell the
+back from the front and remove it. Small grids, few steps: the
 benchmark (benchmarks/scene_quality.py) runs every loss longer.
 """
 import pytest
@@ -17,7 +18,7 @@ from distill.regularizers import Regularizers
 from distill.shading import Shading
 
 NATIVE = 32
-STEPS = {"camera": 150, "front": 80, "prompt": 80}
+STEPS = {"camera": 150, "front": 80, "prompt": 250}
 
 
 def held_out():
@@ -51,13 +52,14 @@ def test_sds_on_the_multiview_prior_distils_one_figure_seen_alike_from_every_hel
     assert s.psnr >= 25
 
 
-def test_a_camera_blind_prior_puts_a_front_on_the_back_and_view_prompts_reduce_it(distilled):
-    """Measured at 80 steps: the camera-blind scene shows a front in at least 3 of the 4 held-out views from
-    behind; with view prompts (one label for both sides, the back seen only from 180°) in 2 of 4, and its
-    figure stays the same in every view. benchmarks/scene_quality.py measures both at 150 steps."""
+def test_a_camera_blind_prior_puts_a_front_on_the_back_and_view_prompts_remove_it(distilled):
+    """Measured: at 80 steps the camera-blind scene shows a front in at least 3 of the 4 held-out views from
+    behind; with view prompts, at 250 steps (the label's mixture spreads over more images, so it sharpens later:
+    at 150 steps one side view of four was still a tie), in none, the nearest view from behind 2 dB nearer its
+    own figure than the front, and its figure stays the same in every view."""
     blind, prompted = distilled("front"), distilled("prompt")
     assert blind.multi_face >= 0.75
-    assert prompted.multi_face <= 0.5 and prompted.consistency == 1
+    assert prompted.multi_face == 0 and prompted.consistency == 1
 
 
 def test_optimize_scene_runs_on_its_own_under_inference_mode():
