@@ -13,7 +13,8 @@ import torch
 from distill import recipes
 from distill.cameras import turntable
 from distill.optimize_scene import SceneSettings, SceneView, optimize_scene, render_views
-from distill.scene_mixture import SceneMixturePrior, score
+from distill.cameras import Cameras, wrap_azimuth
+from distill.scene_mixture import SceneMixturePrior, score, view_cameras
 from distill.regularizers import Regularizers
 from distill.shading import Shading
 
@@ -50,6 +51,17 @@ def test_sds_on_the_multiview_prior_distils_one_figure_seen_alike_from_every_hel
     s = distilled("camera")
     assert s.consistency == 1 and s.multi_face == 0
     assert s.psnr >= 25
+
+
+def test_a_view_prompts_prior_shows_every_azimuth_its_label_covers_and_no_other():
+    """A camera at 100° (side) is shown both sides, 45°…135° and −135°…−45°, its own view among them; one at 170°
+    (back) only 135°…225°; none is shown the front."""
+    cameras = Cameras(torch.tensor([15.0, 15.0]), torch.tensor([100.0, 170.0]), torch.full((2,), 2.0),
+                      torch.full((2,), 70.0))
+    side, back = (wrap_azimuth(c.azimuth) for c in view_cameras(cameras, "prompt"))
+    assert side.abs().min() > 45 and side.abs().max() < 135 and (side > 0).any() and (side < 0).any()
+    assert 100 in side.tolist() and len(side) == 18
+    assert back.abs().min() > 135 and 170 in back.tolist() and len(back) == 9
 
 
 def test_a_camera_blind_prior_puts_a_front_on_the_back_and_view_prompts_remove_it(distilled):
