@@ -195,3 +195,14 @@ def test_voxel_to_mesh_puts_the_surface_of_a_known_scene_within_two_voxels(algor
     assert chamfer < 2 * voxel_size and to_surface.max() < 2 * voxel_size and to_mesh.max() < 2 * voxel_size, (
         chamfer / voxel_size, to_surface.max() / voxel_size, to_mesh.max() / voxel_size)
     assert math.isclose(vertices[:, 0].max().item(), radii[0], abs_tol=voxel_size)  # x is the widest: not swapped
+
+
+def test_core_voxel_to_mesh_at_its_default_threshold_meshes_the_nodes_voxel():
+    """One step from the starting blob on the node's default grid: VoxelToMesh's own default threshold (0.6) finds a
+    surface in the VOXEL (one cell of a 32³ grid stops under half the light: the VOXEL is a fixed layer's opacity)."""
+    from comfy_extras.nodes_hunyuan3d import VoxelToMesh
+
+    voxel, _, _ = optimize_3d(sds_loss(tiny_model("eps")), grid=pack("nodes.optimize_3d").DEFAULTS.grid)
+    default = VoxelToMesh.INPUT_TYPES()["required"]["threshold"][1]["default"]
+    for algorithm in ("surface net", "basic"):
+        assert len(VoxelToMesh().decode(voxel, algorithm, default)[0].vertices[0]) > 0, algorithm
