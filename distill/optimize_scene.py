@@ -108,9 +108,9 @@ def optimize_scene(loss: Loss, prior: ViewPrior, view: SceneView, settings: Scen
     scene_generator = generators[-1]
     run = Run(generators[:b], settings.steps)
     history = History([], [])
-    background = torch.tensor(settings.background)
     with torch.inference_mode(False), torch.enable_grad():
         scene = VoxelScene(settings.grid, scene_generator, device)
+        background = torch.tensor(settings.background).to(scene.density)
         opt = torch.optim.Adam(scene.parameters(), lr=settings.lr, betas=(0.9, 0.99), eps=1e-15)
         for step in range(settings.steps):
             run.step = step
@@ -122,7 +122,7 @@ def optimize_scene(loss: Loss, prior: ViewPrior, view: SceneView, settings: Scen
             on_device = cameras.to(scene.density.device)
             rays = on_device.rays(settings.render_size, settings.render_size)
             shader = settings.shading.shader(lighting._replace(lights=lighting.lights.to(scene.density.device)))
-            out = render(scene, rays, settings.samples, background.to(scene.density), shader, scene_generator)
+            out = render(scene, rays, settings.samples, background, shader, scene_generator)
             z = view(out.rgb)
             g = loss.gradient(CameraBatch(prior.for_cameras(cameras), b), z, run)
             objective = target_loss(z, g) + settings.regularizers(out, scene, run.progress)

@@ -9,8 +9,10 @@ Which images a camera sees (``views``):
 - "camera": the K scenes from camera c itself — the multi-view prior a 3D-consistent model would be;
 - "front": from camera c turned to azimuth 0 — a camera-blind prior that shows every camera the front views,
   the setting of the multi-face (Janus) failure of a text-to-image prior;
-- "prompt": from camera c turned to each azimuth its view label stands for (front 0°, side ±90°, back 180°;
-  overhead keeps its own) — the view prompts' fix, which knows the side of the object but not the exact angle.
+- "prompt": from every turn of camera c (azimuth steps of ``PROMPT_STEP`` degrees, starting at its own azimuth)
+  that has c's view label — what a text model conditioned on "PROMPT, side view" knows: the object from any
+  azimuth that prompt covers (both sides for "side"), not the exact angle. The steps start at c's own azimuth
+  because the label's azimuth marginal is continuous and so contains c's own view; a fixed grid would drop it.
 The unconditional branch "negative" is the K scenes from camera c turned to azimuths 0, 90, 180 and 270 (the
 object, from a direction it does not know), "nfsd_negative" those images blurred by one pixel.
 """
@@ -28,7 +30,7 @@ from .mixture import MixtureDenoiser, evaluate_requests, mixture_x0
 from .schedule import flow_coefficients, sd3_sigmas, sd15_sigmas, ve_coefficients
 
 VIEW_MODES = ("camera", "front", "prompt")
-LABEL_AZIMUTHS = {"front": (0.0,), "side": (90.0, -90.0), "back": (180.0,)}
+PROMPT_STEP = 10.0
 
 
 class Box(NamedTuple):
@@ -97,14 +99,13 @@ def view_cameras(cameras: Cameras, views: str) -> list[Cameras]:
         return [cameras[i].with_azimuth(torch.zeros(1)) for i in range(len(cameras))]
     if views != "prompt":
         raise ValueError(f"views must be one of {', '.join(VIEW_MODES)}, got {views!r}.")
+    turns = torch.arange(0.0, 360.0, PROMPT_STEP)
     out = []
     for i, label in enumerate(view_labels(cameras)):
-        camera = cameras[i]
-        if label != "overhead":
-            camera = Cameras(*(v.repeat(len(LABEL_AZIMUTHS[label])) for v in
-                               (camera.elevation, camera.azimuth, camera.distance, camera.fovy)))
-            camera = camera.with_azimuth(torch.tensor(LABEL_AZIMUTHS[label]))
-        out.append(camera)
+        c = cameras[i]
+        around = Cameras(*(v.repeat(len(turns)) for v in (c.elevation, c.azimuth, c.distance, c.fovy)))
+        around = around.with_azimuth(around.azimuth + turns)
+        out.append(around[torch.tensor([other == label for other in view_labels(around)])])
     return out
 
 

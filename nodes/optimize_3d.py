@@ -97,8 +97,9 @@ class Optimize3D(io.ComfyNode):
                                                "camera sees the loss's positive prompt (multi-face results)."),
             ],
             outputs=[io.Voxel.Output(display_name="voxel",
-                                     tooltip="Per-cell opacity in 0..1, [1, D, H, W]: VoxelToMesh (threshold "
-                                             "0.6 keeps cells that stop 60% of the light) → SaveGLB."),
+                                     tooltip="Opacity in 0..1 of a layer 1/8 of the box thick at each cell, "
+                                             "[1, D, H, W]: VoxelToMesh (its default threshold 0.6 keeps cells "
+                                             "where that layer stops 60% of the light) → SaveGLB."),
                      io.Image.Output(display_name="turntable",
                                      tooltip="Renders from turntable_frames azimuths: SaveAnimatedWEBP, video."),
                      io.Image.Output(display_name="loss_plot",

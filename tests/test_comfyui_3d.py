@@ -195,3 +195,52 @@ def test_voxel_to_mesh_puts_the_surface_of_a_known_scene_within_two_voxels(algor
     assert chamfer < 2 * voxel_size and to_surface.max() < 2 * voxel_size and to_mesh.max() < 2 * voxel_size, (
         chamfer / voxel_size, to_surface.max() / voxel_size, to_mesh.max() / voxel_size)
     assert math.isclose(vertices[:, 0].max().item(), radii[0], abs_tol=voxel_size)  # x is the widest: not swapped
+
+
+def test_core_voxel_to_mesh_at_its_default_threshold_meshes_the_nodes_voxel():
+    """One step from the starting blob on the node's default grid: VoxelToMesh's own default threshold (0.6) finds a
+    surface in the VOXEL (one cell of a 32³ grid stops under half the light: the VOXEL is a fixed layer's opacity)."""
+    from comfy_extras.nodes_hunyuan3d import VoxelToMesh
+
+    voxel, _, _ = optimize_3d(sds_loss(tiny_model("eps")), grid=pack("nodes.optimize_3d").DEFAULTS.grid)
+    default = VoxelToMesh.INPUT_TYPES()["required"]["threshold"][1]["default"]
+    for algorithm in ("surface net", "basic"):
+        assert len(VoxelToMesh().decode(voxel, algorithm, default)[0].vertices[0]) > 0, algorithm
+
+
+def test_one_node_step_on_a_fake_cuda_device_keeps_scene_renders_rays_and_optimizer_state_there(monkeypatch):
+    """Optimize 3D's whole path (ComfyUI's loader, sampling machinery and calc_cond_batch, the view prompts, the VAE
+    with gradients, the 3D loop) with the model and the VAE loaded on a fake CUDA device (fake_cuda.py; their
+    offload device too, as fake parameters cannot go back to the CPU). Patched, only what fake tensors cannot do:
+    the CUDA runtime's free-memory query, and the preview image (it reads pixel values) is recorded instead."""
+    import comfy.model_management as mm
+    from fake_cuda import CUDA, fake_cuda, on_cuda
+
+    optimize_scene_module = pack("distill.optimize_scene")
+    node_module = pack("nodes.optimize_3d")
+    adams, rendered, previews = [], [], []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            adams.append(self)
+
+    def recording_render(scene, rays, *args, **kwargs):
+        rendered.append((rays.origins, rays.directions, *args[1:2]))
+        return render(scene, rays, *args, **kwargs)
+
+    render = optimize_scene_module.render
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    monkeypatch.setattr(optimize_scene_module, "render", recording_render)
+    monkeypatch.setattr(node_module, "preview", lambda renders: previews.append(renders))
+    monkeypatch.setattr(mm, "get_free_memory", lambda dev=None, torch_free_too=False: (2 ** 34,) * 2 if torch_free_too
+                        else 2 ** 34)
+    model, vae = tiny_model("eps"), tiny_vae()
+    model.load_device = model.offload_device = CUDA
+    vae.device = vae.patcher.load_device = vae.patcher.offload_device = CUDA
+    with fake_cuda():
+        voxel, turntable, _ = optimize_3d(sds_loss(model), vae=vae)
+        state = [v for s in adams[-1].state.values() for v in s.values() if v.ndim > 0]
+        scene = [p for group in adams[-1].param_groups for p in group["params"]]
+    assert len(adams) == 1 and len(state) == 2 * len(scene) and len(previews) == SMALL["steps"]
+    assert on_cuda(*scene, *state, *previews, *(t for call in rendered[:SMALL["steps"]] for t in call))

@@ -118,10 +118,20 @@ def test_a_cell_renders_where_its_world_position_projects():
         assert row < 16 and (col > 16) == right_of_centre
 
 
-def test_the_voxel_export_is_each_cells_opacity_along_its_edge():
-    """voxel() = 1 − exp(−σ·2/R) with σ = softplus(raw + blob) at the cell centres (threestudio's blob_magic3d)."""
+def test_the_voxel_export_is_the_opacity_of_an_eighth_of_the_box_whatever_the_grid():
+    """voxel() = 1 − exp(−σ·2/8) with σ = softplus(raw + blob) at the cell centres (threestudio's blob_magic3d):
+    the same density gives the same values at every resolution, and core VoxelToMesh at its default threshold
+    (0.6) finds the starting scene's surface at radius 0.32 on an 8³, a 32³ and a 64³ grid, where one cell of the
+finer grids stops under 50% of the light."""
     scene = VoxelScene(6, torch.Generator().manual_seed(0))
     centres = cell_centres(6)
     sigma = F.softplus(10 * (1 - centres.norm(dim=-1) / 0.5))
-    assert torch.allclose(scene.voxel(), 1 - torch.exp(-sigma * 2 / 6))
+    assert torch.allclose(scene.voxel(), 1 - torch.exp(-sigma * 2 / 8))
     assert torch.allclose(scene(centres.reshape(-1, 3)).density, sigma.reshape(-1), rtol=1e-5)
+    for resolution in (8, 32, 64):
+        scene = VoxelScene(resolution)
+        radius = cell_centres(resolution).norm(dim=-1)
+        inside = scene.voxel() > 0.6
+        assert inside.any() and radius[inside].max() < 0.33 < radius[~inside].min() + 2 / resolution, resolution
+    for resolution in (32, 64):
+        assert (1 - torch.exp(-VoxelScene(resolution).density_grid() * 2 / resolution)).max() < 0.5
