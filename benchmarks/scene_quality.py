@@ -7,7 +7,7 @@ no view from behind shows a front (multi-face 0). The last rows run SDS on the c
 is shown the figures' fronts: the multi-face failure) and with view prompts (each camera is shown the figures
 from every azimuth its view label covers, as a text model prompted "…, side view" knows them).
 
-Losses are built with distill.recipes as the nodes build them, at their defaults: SDS (cfg 100), NFSD (7.5), SDI
+Losses are built with distill.recipes as the nodes build them, at their defaults: SDS (cfg 101, DreamFusion's ω = 100), NFSD (7.5), SDI
 (its reference code's settings, inversion through the per-camera denoiser), LMC-SDS (cfg 8, a spectral corrector
 fitted on the prior's DDIM samples as Train LMC Corrector does); and SDS at cfg 1, the prior's own score: here
 the "prompt" is the whole prior and the unconditional branch differs from it only in not knowing the view, so
@@ -61,7 +61,7 @@ def main():
     corrector = fit_corrector(exact)
     runs = [
         ("SDS (cfg 1)", recipes.sds(cfg=1.0), "camera"),
-        ("SDS (cfg 100, DreamFusion's)", recipes.sds(), "camera"),
+        ("SDS (cfg 101, DreamFusion's)", recipes.sds(), "camera"),
         ("NFSD (7.5)", recipes.nfsd(), "camera"),
         ("SDI (8.5, inversion through the prior)", recipes.sdi(), "camera"),
         ("LMC-SDS (8, spectral corrector)", recipes.lmc_sds(corrector), "camera"),
