@@ -41,6 +41,19 @@ def cell_centres(resolution: int, dtype=torch.float32, device=None) -> Tensor:
     return torch.stack([x, y, z], -1) * BOUND
 
 
+def colours_at(colours: Tensor, points: Tensor) -> Tensor:
+    """Colours [N, C] of a cell-centred grid [1, C, D, H, W] (the module's layout) at world points [N, 3],
+    trilinear, clamped to the border cells like the renderer's samples."""
+    at = F.grid_sample(colours, points.reshape(1, -1, 1, 1, 3) / BOUND, align_corners=False, padding_mode="border")
+    return at.reshape(colours.shape[1], -1).T
+
+
+def surface_net_points(vertices: Tensor, resolution: int) -> Tensor:
+    """World positions [N, 3] of VoxelToMesh "surface net" vertices of a resolution³ VOXEL: the core puts them
+    half a cell (1/resolution of its [−1, 1] box) further along +x, +y and +z."""
+    return (vertices - 1 / resolution) * BOUND
+
+
 class VoxelScene(nn.Module):
     """density [1, 1, R, R, R] and albedo [1, 3, R, R, R] logits; a generator draws the albedo logits ~ N(0, 1)
     (a random scene) on the CPU, without one they start at 0 (grey); both are then moved to `device`."""
@@ -62,6 +75,10 @@ class VoxelScene(nn.Module):
         """σ at the cell centres, [D, H, W] (see the module docstring for the axes), per world unit."""
         centres = cell_centres(self.resolution, self.density.dtype, self.density.device)
         return F.softplus(self.density[0, 0] + blob_bias(centres))
+
+    def albedo_grid(self) -> Tensor:
+        """The albedo in 0..1 at the cell centres, [1, 3, D, H, W]."""
+        return torch.sigmoid(self.albedo)
 
     def voxel(self) -> Tensor:
         """The VOXEL export [D, H, W]: at each cell centre the opacity 1 − exp(−σ·VOXEL_LAYER) of a layer 1/8 of

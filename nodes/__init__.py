@@ -12,6 +12,7 @@ from .optimize_3d import Optimize3D
 from .optimize_image import OptimizeImage
 from .optimize_latent import OptimizeLatent
 from .pds import PDSLoss
+from .save_coloured_glb import SaveColouredGLB
 from .sds import SDSLoss
 from .train_corrector import TrainLMCCorrector
 from .variants import ASDLoss, CSDLoss, ISMLoss, SDSBridgeLoss
@@ -22,7 +23,8 @@ class ScoreDistillationExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [SDSLoss, NFSDGuidance, CSDLoss, ISMLoss, SDSBridgeLoss, ASDLoss, DDSLoss, PDSLoss, DDIMInvertNoise,
-                LMCCorrector, TrainLMCCorrector, OptimizeLatent, OptimizeImage, ViewPrompts3D, Optimize3D]
+                LMCCorrector, TrainLMCCorrector, OptimizeLatent, OptimizeImage, ViewPrompts3D, Optimize3D,
+                SaveColouredGLB]
 
 
 async def comfy_entrypoint() -> ScoreDistillationExtension:

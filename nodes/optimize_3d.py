@@ -5,7 +5,6 @@ import torch
 import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
-from comfy_extras.nodes_hunyuan3d import VOXEL
 
 from ..distill.cameras import CameraRanges
 from ..distill.optimize_scene import SceneSettings, SceneView, check_scene_loss, optimize_scene, render_turntable
@@ -14,6 +13,7 @@ from .checks import check_widgets, widget_message
 from .evaluation import run_with_model
 from .optimize_image import preview
 from .plot import history_image
+from .save_coloured_glb import ColouredVoxel
 from .types import CATEGORY, DistillLoss, DistillLossType, DistillViewsType
 from .vae_gradients import check_vae_fits, differentiable_encoder, encoder_memory
 from .views import CameraDenoiser, check_views
@@ -58,7 +58,8 @@ class Optimize3D(io.ComfyNode):
                         "grid is rendered from random cameras (threestudio's dreamfusion-sd ranges), each render "
                         "resized to native_size and encoded by the VAE with gradients, and the loss (any text-to-image "
                         "loss of the pack) pulls every view towards the prompt. Connect 3D View Prompts to views against "
-                        "the multi-face (Janus) problem. VOXEL → VoxelToMesh → SaveGLB shows it in the 3D viewer.",
+                        "the multi-face (Janus) problem. VOXEL → VoxelToMesh → SaveGLB shows it in the 3D viewer, "
+                        "Save Coloured GLB → Preview 3D with its colours.",
             inputs=[
                 io.Vae.Input("vae", tooltip="The model's full VAE (AutoencoderKL; TAESD cannot pass gradients)."),
                 DistillLossType.Input("loss", tooltip="A text-to-image loss: SDS Loss (with or without corrector "
@@ -99,7 +100,8 @@ class Optimize3D(io.ComfyNode):
             outputs=[io.Voxel.Output(display_name="voxel",
                                      tooltip="Opacity in 0..1 of a layer 1/8 of the box thick at each cell, "
                                              "[1, D, H, W]: VoxelToMesh (its default threshold 0.6 keeps cells "
-                                             "where that layer stops 60% of the light) → SaveGLB."),
+                                             "where that layer stops 60% of the light) → SaveGLB; it also "
+                                             "carries the albedo for Save Coloured GLB."),
                      io.Image.Output(display_name="turntable",
                                      tooltip="Renders from turntable_frames azimuths: SaveAnimatedWEBP, video."),
                      io.Image.Output(display_name="loss_plot",
@@ -156,5 +158,5 @@ class Optimize3D(io.ComfyNode):
         device = comfy.model_management.intermediate_device()
         frames = render_turntable(scene, turntable_frames, turntable_size, turntable_elevation,
                                   samples=2 * samples_per_ray)
-        return io.NodeOutput(VOXEL(scene.voxel().detach()[None].to(device)), frames.movedim(1, -1).to(device),
-                             history_image(history))
+        voxel = ColouredVoxel(scene.voxel().detach()[None].to(device), scene.albedo_grid().detach().to(device))
+        return io.NodeOutput(voxel, frames.movedim(1, -1).to(device), history_image(history))

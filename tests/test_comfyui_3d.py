@@ -244,3 +244,121 @@ def test_one_node_step_on_a_fake_cuda_device_keeps_scene_renders_rays_and_optimi
         scene = [p for group in adams[-1].param_groups for p in group["params"]]
     assert len(adams) == 1 and len(state) == 2 * len(scene) and len(previews) == SMALL["steps"]
     assert on_cuda(*scene, *state, *previews, *(t for call in rendered[:SMALL["steps"]] for t in call))
+
+
+def read_glb(path):
+    """POSITION, COLOR_0 and indices of a GLB's one primitive, parsed from its JSON and BIN chunks by hand."""
+    import json
+    import struct
+
+    import numpy as np
+
+    data = path.read_bytes()
+    magic, version, length = struct.unpack_from("<4sII", data)
+    assert (magic, version, length) == (b"glTF", 2, len(data))
+    json_length, json_type = struct.unpack_from("<II", data, 12)
+    gltf = json.loads(data[20:20 + json_length])
+    bin_length, bin_type = struct.unpack_from("<II", data, 20 + json_length)
+    blob = data[28 + json_length:28 + json_length + bin_length]
+    assert (json_type, bin_type, len(blob)) == (0x4E4F534A, 0x004E4942, gltf["buffers"][0]["byteLength"])
+    dtypes, widths = {5126: np.float32, 5125: np.uint32}, {"VEC3": 3, "SCALAR": 1}
+
+    def accessor(i):
+        a = gltf["accessors"][i]
+        view = gltf["bufferViews"][a["bufferView"]]
+        start = view["byteOffset"] + a.get("byteOffset", 0)
+        values = np.frombuffer(blob, dtypes[a["componentType"]], a["count"] * widths[a["type"]], start)
+        return values.reshape(a["count"], -1)
+
+    primitive = gltf["meshes"][0]["primitives"][0]
+    assert primitive["mode"] == 4
+    attributes = primitive["attributes"]
+    return accessor(attributes["POSITION"]), accessor(attributes["COLOR_0"]), accessor(primitive["indices"])[:, 0]
+
+
+def two_colour_voxel(resolution=16):
+    """An ellipsoid whose albedo is red where x < 0 and (0, 0, ½) where x > 0, as a Save Coloured GLB input."""
+    scene = ellipsoid_scene(resolution, (0.7, 0.5, 0.4))
+    x = pack("distill.scene").cell_centres(resolution)[..., 0]
+    red, half_blue = torch.tensor([20.0, -20.0, -20.0]), torch.tensor([-20.0, -20.0, 0.0])
+    with torch.no_grad():
+        scene.albedo.copy_(torch.where((x < 0)[..., None], red, half_blue).permute(3, 0, 1, 2)[None])
+    return pack("nodes.save_coloured_glb").ColouredVoxel(scene.voxel().detach()[None], scene.albedo_grid().detach())
+
+
+@pytest.fixture
+def output_folder(tmp_path):
+    import folder_paths
+
+    saved = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path))
+    yield tmp_path
+    folder_paths.set_output_directory(saved)
+
+
+def test_coloured_glb_puts_core_surface_net_vertices_coloured_by_the_scenes_albedo(output_folder):
+    """Positions are VoxelToMesh's surface-net vertices (where Save GLB puts them); each vertex's COLOR_0 is the
+    albedo there in linear light: red (1, 0, 0) left of x = 0, sRGB ½ blue (0, 0, 0.2140) right of it."""
+    import numpy as np
+    from comfy_extras.nodes_hunyuan3d import VoxelToMesh
+
+    voxel = two_colour_voxel()
+    out = run_node("DistillSaveColouredGLB", voxel=voxel, threshold=0.6, filename_prefix="mesh/coloured")
+    [saved] = out.ui["3d"]
+    positions, colours, indices = read_glb(output_folder / saved["subfolder"] / saved["filename"])
+    core = VoxelToMesh().decode(voxel, "surface net", 0.6)[0]
+    assert torch.equal(torch.from_numpy(positions.copy()), core.vertices[0].float())
+    assert torch.equal(torch.from_numpy(indices.astype("int64")), core.faces[0].flatten())
+    assert len(positions) > 100 and colours.shape == positions.shape
+    x = positions[:, 0] - 1 / 16  # the world x of the vertex (surface net's half-cell offset)
+    left, right = colours[x < -0.2], colours[x > 0.2]
+    assert len(left) > 20 and len(right) > 20
+    assert abs(left - [1.0, 0.0, 0.0]).max() < 1e-4, left
+    assert abs(right - [0.0, 0.0, 0.2140]).max() < 1e-4, right
+    # between the cell centres x = ∓1/16 the albedo is linear in x: red 1 → 0, blue 0 → ½ (sRGB values)
+    share = np.clip(0.5 + 8 * x, 0, 1)
+    srgb = np.stack([1 - share, 0 * share, share / 2], -1)
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    assert ((share > 0) & (share < 1)).sum() > 10 and abs(colours - linear).max() < 1e-4
+
+
+def test_coloured_glb_never_overwrites_and_reports_as_core_save_glb(output_folder):
+    """A second save, and core Save GLB after it with the same prefix, each get the next counter; the first
+    file's bytes stay; the UI entry has core Save GLB's keys; model_file is Preview 3D's path of the file."""
+    from comfy_extras.nodes_hunyuan3d import SaveGLB, VoxelToMesh
+    from comfy_extras.nodes_load_3d import Preview3D
+
+    voxel = two_colour_voxel()
+    first = run_node("DistillSaveColouredGLB", voxel=voxel, threshold=0.6, filename_prefix="mesh/ComfyUI")
+    path = output_folder / "mesh" / first.ui["3d"][0]["filename"]
+    before = path.read_bytes()
+    second = run_node("DistillSaveColouredGLB", voxel=voxel, threshold=0.6, filename_prefix="mesh/ComfyUI")
+    core = SaveGLB().save(VoxelToMesh().decode(voxel, "surface net", 0.6)[0], "mesh/ComfyUI")["ui"]["3d"][0]
+    names = [first.ui["3d"][0]["filename"], second.ui["3d"][0]["filename"], core["filename"]]
+    assert names == ["ComfyUI_00001_.glb", "ComfyUI_00002_.glb", "ComfyUI_00003_.glb"]
+    assert path.read_bytes() == before
+    assert first.ui == {"3d": [{"filename": names[0], "subfolder": "mesh", "type": "output"}]}
+    assert first.ui["3d"][0].keys() == core.keys() and core["subfolder"] == "mesh" and core["type"] == "output"
+    assert first.args == ("mesh/ComfyUI_00001_.glb",)
+    assert Preview3D().process(first.args[0]) == {"ui": {"result": ["mesh/ComfyUI_00001_.glb", None]}}
+
+
+def test_optimize_3d_voxel_carries_the_scenes_albedo_into_a_coloured_glb(output_folder):
+    voxel, _, _ = optimize_3d(sds_loss(tiny_model("eps")), grid=16)
+    assert voxel.colors.shape == (1, 3, 16, 16, 16) and 0 <= voxel.colors.min() and voxel.colors.max() <= 1
+    out = run_node("DistillSaveColouredGLB", voxel=voxel, threshold=0.6, filename_prefix="scene")
+    positions, colours, _ = read_glb(output_folder / out.ui["3d"][0]["filename"])
+    assert len(positions) > 0 and colours.shape == positions.shape
+
+
+@pytest.mark.parametrize("make,threshold,message", [
+    (lambda: __import__("comfy_extras.nodes_hunyuan3d").nodes_hunyuan3d.VOXEL(torch.rand(1, 8, 8, 8)), 0.6,
+     "voxel: it carries no colours; connect Optimize 3D's voxel"),
+    (lambda: pack("nodes.save_coloured_glb").ColouredVoxel(torch.full((1, 8, 8, 8), 0.1), torch.rand(1, 3, 8, 8, 8)),
+     0.6, r"threshold: the voxel has no surface at 0.6 \(its opacity spans 0.1…0.1\); set a threshold inside"),
+])
+def test_save_coloured_glb_refuses_a_voxel_without_colours_or_surface_by_name(output_folder, make, threshold,
+                                                                              message):
+    with pytest.raises(ValueError, match=message):
+        run_node("DistillSaveColouredGLB", voxel=make(), threshold=threshold, filename_prefix="mesh/x")
+    assert not any(output_folder.rglob("*.glb"))

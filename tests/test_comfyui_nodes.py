@@ -191,7 +191,7 @@ def test_bad_steps_and_timesteps_are_named(comfy):
 def test_every_input_has_a_tooltip_and_one_category(comfy):
     for node_id in ("DistillSDSLoss", "DistillNFSDGuidance", "DistillDDIMInvertNoise", "DistillLMCCorrector",
                     "DistillTrainLMCCorrector", "DistillOptimizeLatent", "DistillOptimizeImage", "DistillCSDLoss",
-                    "DistillISMLoss", "DistillSDSBridgeLoss", "DistillASDLoss"):
+                    "DistillISMLoss", "DistillSDSBridgeLoss", "DistillASDLoss", "DistillSaveColouredGLB"):
         schema = comfy.NODE_CLASS_MAPPINGS[node_id].define_schema()
         assert schema.category == "score_distillation"
         assert all(i.tooltip for i in schema.inputs), [i.id for i in schema.inputs if not i.tooltip]
