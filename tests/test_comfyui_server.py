@@ -51,3 +51,25 @@ def test_nfsd_prompt_without_its_negative_is_rejected_naming_it(live_server):
     prompt["4"]["inputs"]["nfsd_negative"] = ["3", 0]
     entry = live_server.run_prompt(prompt)
     assert entry["status"]["status_str"] == "success", entry["status"]
+
+
+def test_save_coloured_glb_reports_its_file_as_save_glb_does_and_preview_3d_gets_its_path(live_server):
+    """Through the server's executor: the history holds Save GLB's `3d` entry for the saved file and Preview 3D's
+    `result` [model_file, camera_info] with the path the viewer loads from the output folder."""
+    prompt = {k: v for k, v in tiny_sds_prompt().items() if k in {"1", "2", "3", "4"}}
+    prompt["30"] = {"class_type": "DistillTestTinyVAE", "inputs": {"seed": 0, "kind": "autoencoder_kl"}}
+    prompt["31"] = {"class_type": "DistillOptimize3D", "inputs": {
+        "vae": ["30", 0], "loss": ["4", 0], "steps": 1, "learning_rate": 0.05, "render_size": 16, "grid": 16,
+        "samples_per_ray": 8, "cameras_per_step": 1, "native_size": 64, "seed": 0, "elevation_min": -10.0,
+        "elevation_max": 45.0, "distance_min": 1.5, "distance_max": 2.0, "fovy_min": 40.0, "fovy_max": 70.0,
+        "turntable_frames": 1, "turntable_size": 16, "turntable_elevation": 15.0}}
+    prompt["33"] = {"class_type": "DistillSaveColouredGLB", "inputs": {
+        "voxel": ["31", 0], "threshold": 0.6, "filename_prefix": "distill/coloured"}}
+    prompt["34"] = {"class_type": "Preview3D", "inputs": {"model_file": ["33", 0]}}
+    entry = live_server.run_prompt(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    [saved] = entry["outputs"]["33"]["3d"]
+    assert saved["subfolder"] == "distill" and saved["type"] == "output" and saved["filename"].endswith("_.glb")
+    assert entry["outputs"]["34"]["result"] == [f"distill/{saved['filename']}", None]
+    r = live_server.get(f"/view?filename={saved['filename']}&subfolder=distill&type=output")
+    assert r.ok and r.content[:4] == b"glTF"
