@@ -52,7 +52,11 @@ class SaveColouredGLB(io.ComfyNode):
             filename_prefix, folder_paths.get_output_directory())
         results = []
         for data, colors in zip(voxel.data, voxel.colors):
-            vertices, faces = voxel_to_mesh_surfnet(data.float().cpu(), threshold=threshold)
+            try:
+                vertices, faces = voxel_to_mesh_surfnet(data.float().cpu(), threshold=threshold)
+            except ZeroDivisionError:  # core's surface net divides by round(surface cells / 50)
+                raise ValueError(f"threshold: the surface at {threshold} crosses fewer than 25 cells, too few for "
+                                 "core's surface net; lower the threshold or optimize more steps.") from None
             if len(faces) == 0:
                 raise ValueError(f"threshold: the voxel has no surface at {threshold} (its opacity spans "
                                  f"{data.min():.3g}…{data.max():.3g}); set a threshold inside that span.")

@@ -356,6 +356,9 @@ def test_optimize_3d_voxel_carries_the_scenes_albedo_into_a_coloured_glb(output_
      "voxel: it carries no colours; connect Optimize 3D's voxel"),
     (lambda: pack("nodes.save_coloured_glb").ColouredVoxel(torch.full((1, 8, 8, 8), 0.1), torch.rand(1, 3, 8, 8, 8)),
      0.6, r"threshold: the voxel has no surface at 0.6 \(its opacity spans 0.1…0.1\); set a threshold inside"),
+    (lambda: pack("nodes.save_coloured_glb").ColouredVoxel(torch.zeros(1, 8, 8, 8).index_put_(
+        (torch.tensor([0]), torch.tensor([4]), torch.tensor([4]), torch.tensor([4])), torch.tensor(1.0)),
+        torch.rand(1, 3, 8, 8, 8)), 0.6, "threshold: the surface at 0.6 crosses fewer than 25 cells"),
 ])
 def test_save_coloured_glb_refuses_a_voxel_without_colours_or_surface_by_name(output_folder, make, threshold,
                                                                               message):
